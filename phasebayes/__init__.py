@@ -1,0 +1,57 @@
+"""phasebayes — Bayesian analysis of behavioural phase transitions during LLM fine-tuning.
+
+Pipeline: train → generate → judge → run dataset → analysis → report. The statistics
+(:mod:`phasebayes.models`, :mod:`phasebayes.dissimilarity`, :mod:`phasebayes.decomposition`) never
+import torch or the judges. Public names are imported lazily so that ``import phasebayes`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+from .dataset import STATUS, from_dataframe, open_run, save_run, validate  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError,
+    DiagnosticsWarning,
+    ModelSpecError,
+    OutputExistsError,
+    PhasebayesError,
+    RunDataError,
+)
+from .simulate import SimulationTruth, simulate_run  # noqa: E402
+
+_LAZY = {
+    "ChangePointModel": "phasebayes.models.changepoint",
+    "ChangePointResult": "phasebayes.models.changepoint",
+    "GradientPeak": "phasebayes.models.gradient_peak",
+    "GradientPeakResult": "phasebayes.models.gradient_peak",
+    "load_result": "phasebayes.models.changepoint",
+    "dissimilarity": "phasebayes.dissimilarity",
+    "decompose": "phasebayes.decomposition",
+}
+
+__all__ = [
+    "__version__",
+    "STATUS",
+    "from_dataframe",
+    "open_run",
+    "save_run",
+    "validate",
+    "simulate_run",
+    "SimulationTruth",
+    "PhasebayesError",
+    "RunDataError",
+    "ModelSpecError",
+    "OutputExistsError",
+    "ConfigError",
+    "DiagnosticsWarning",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'phasebayes' has no attribute {name!r}")

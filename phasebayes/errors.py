@@ -1,0 +1,31 @@
+"""Exceptions raised by phasebayes.
+
+Every error a user can cause by passing bad input is a :class:`PhasebayesError`, whose message names
+the problem and the fix. Catch ``PhasebayesError`` to handle all of them.
+"""
+
+from __future__ import annotations
+
+
+class PhasebayesError(Exception):
+    """Base class of every error phasebayes raises on purpose."""
+
+
+class RunDataError(PhasebayesError, ValueError):
+    """The run dataset (or the table it is built from) breaks the contract of DESIGN.md §3."""
+
+
+class ModelSpecError(PhasebayesError, ValueError):
+    """A model was asked for with options that do not fit together or do not fit the data."""
+
+
+class OutputExistsError(PhasebayesError, FileExistsError):
+    """Writing would overwrite an existing output; pass ``overwrite=True`` to replace it."""
+
+
+class ConfigError(PhasebayesError, ValueError):
+    """A run configuration is invalid (unknown key, missing file, invalid value)."""
+
+
+class DiagnosticsWarning(UserWarning):
+    """MCMC diagnostics are bad (R-hat, ESS or divergences): do not trust the result as it is."""

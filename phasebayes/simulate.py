@@ -1,0 +1,292 @@
+"""Synthetic runs with known truth, for tests, calibration and benchmarks.
+
+:func:`simulate_run` draws a run dataset from the generative model that
+:class:`~phasebayes.ChangePointModel` fits (DESIGN.md §2.2) plus a gradient-norm trace with a known
+peak (§2.3), and returns the truth next to the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .dataset import STATUS, assemble_run, training_log_dataset
+from .errors import ModelSpecError
+
+__all__ = ["simulate_run", "SimulationTruth", "FAMILIES", "transition_curve"]
+
+FAMILIES = ("beta", "binomial", "normal", "poisson", "negative_binomial")
+
+# Default levels (before, after) of the expected score, on the family's natural scale.
+_DEFAULT_LEVELS = {
+    "beta": (80.0, 30.0),  # 0–100 judge score
+    "binomial": (0.1, 0.6),  # probability of the indicator
+    "normal": (0.0, 2.0),
+    "poisson": (20.0, 60.0),  # e.g. response length in tokens
+    "negative_binomial": (20.0, 60.0),
+}
+
+
+def transition_curve(t: np.ndarray, tau: float, width: float, before: float, after: float, kind: str = "sigmoid") -> np.ndarray:
+    """Expected score at steps ``t``: ``before + (after - before) * s((t - tau) / width)``.
+
+    ``s`` is the logistic function (``kind="sigmoid"``) or the unit step (``kind="step"``: ``t >= tau``
+    is after). ``tau`` is the step where the expected score is halfway between the levels.
+    """
+    t = np.asarray(t, dtype=float)
+    if kind == "step":
+        s = (t >= tau).astype(float)
+    else:
+        s = 1.0 / (1.0 + np.exp(-(t - tau) / width))
+    return before + (after - before) * s
+
+
+@dataclass
+class SimulationTruth:
+    """The parameters a simulated run was drawn from (all steps in training-step units)."""
+
+    likelihood: dict[str, str]
+    transition: str
+    tau: dict[str, float]
+    width: dict[str, float]
+    before: dict[str, float]
+    after: dict[str, float]
+    prompt_tau: dict[str, np.ndarray]
+    prompt_before: dict[str, np.ndarray]
+    prompt_after: dict[str, np.ndarray]
+    nuisance: dict[str, float]
+    grad_peak: float | None
+    grad_spike_steps: list[int] = field(default_factory=list)
+
+    def cell_mean(self, order_parameter: str, steps: np.ndarray) -> np.ndarray:
+        """Expected score per (step, prompt), shape ``(len(steps), n_prompts)``."""
+        kind = self.transition
+        w = self.width[order_parameter]
+        return np.stack(
+            [
+                transition_curve(steps, tau_p, w, b, a, kind)
+                for tau_p, b, a in zip(
+                    self.prompt_tau[order_parameter],
+                    self.prompt_before[order_parameter],
+                    self.prompt_after[order_parameter],
+                )
+            ],
+            axis=1,
+        )
+
+
+def _per_op(value, ops: list[str], default, name: str):
+    if value is None:
+        return {op: default(i, op) for i, op in enumerate(ops)}
+    if isinstance(value, Mapping):
+        missing = set(ops) - set(value)
+        if missing:
+            raise ModelSpecError(f"{name} lacks order parameter(s) {sorted(missing)}.")
+        return {op: value[op] for op in ops}
+    if isinstance(value, (str, float, int, np.floating, np.integer)) or (
+        isinstance(value, tuple) and len(value) == 2 and not isinstance(value[0], (tuple, list))
+    ):
+        return {op: value for op in ops}
+    if isinstance(value, Sequence) and len(value) == len(ops):
+        return dict(zip(ops, value))
+    raise ModelSpecError(f"{name} must be a scalar, one value per order parameter, or a dict; got {value!r}.")
+
+
+def _link(family: str):
+    if family in ("beta", "binomial"):
+        return (lambda m: np.log(m) - np.log1p(-m)), (lambda x: 1.0 / (1.0 + np.exp(-x)))
+    if family in ("poisson", "negative_binomial"):
+        return np.log, np.exp
+    return (lambda m: m), (lambda x: x)
+
+
+def _zero_sum(x: np.ndarray) -> np.ndarray:
+    return x - x.mean() if x.size > 1 else np.zeros_like(x)
+
+
+def simulate_run(
+    *,
+    n_steps: int = 25,
+    n_prompts: int = 6,
+    n_samples: int = 20,
+    order_parameters: Sequence[str] | None = None,
+    likelihood: str | Mapping[str, str] = "beta",
+    transition: str = "sigmoid",
+    tau: float | Sequence[float] | Mapping[str, float] | None = None,
+    width: float | Sequence[float] | Mapping[str, float] | None = None,
+    levels: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
+    prompt_tau_sd: float = 0.0,
+    prompt_level_sd: float = 0.0,
+    concentration: float = 8.0,
+    noise_sd: float = 1.0,
+    dispersion: float = 5.0,
+    missing_fraction: float = 0.0,
+    max_step: int = 1000,
+    uneven_steps: bool = False,
+    integer_scores: bool = True,
+    grad_peak: float | None = None,
+    grad_noise: float = 0.15,
+    n_grad_spikes: int = 2,
+    seed: int | np.random.Generator | None = 0,
+) -> tuple[xr.Dataset, SimulationTruth]:
+    """Simulate a run with known transitions per order parameter.
+
+    Parameters
+    ----------
+    n_steps, n_prompts, n_samples
+        Checkpoints, prompts and samples per (checkpoint, prompt).
+    order_parameters
+        Names (default ``["alignment", "coherence", "verbosity"][:3]``).
+    likelihood
+        Score family per order parameter: ``"beta"`` (0–100 judge scores; small ``concentration``
+        gives bimodal scores with mass at 0 and 100), ``"binomial"`` (0/1 indicators), ``"normal"``,
+        ``"poisson"``, ``"negative_binomial"`` (counts).
+    transition
+        ``"sigmoid"`` (logistic of width ``width`` steps) or ``"step"``.
+    tau, width, levels
+        Population transition step, width (steps) and (before, after) expected score per order
+        parameter; defaults spread τ over the middle of the run, width 2.5 % of the run, levels from
+        ``_DEFAULT_LEVELS``.
+    prompt_tau_sd, prompt_level_sd
+        Prompt-level deviations: τ in steps, levels on the link scale (logit/log/identity);
+        deviations are zero-sum across prompts, so the population values are the prompt means.
+    concentration, noise_sd, dispersion
+        Beta φ, normal σ, negative-binomial α (variance μ + μ²/α).
+    missing_fraction
+        Fraction of scores set to NaN (status ``missing`` / ``api_error`` / ``refusal``).
+    max_step, uneven_steps
+        Last checkpoint step; uneven spacing puts more checkpoints early in training.
+    grad_peak, grad_noise, n_grad_spikes
+        Gradient-norm trace over every optimiser step 1..max_step: a smooth bump at ``grad_peak``
+        (default 10 % of the run before the earliest τ) on a decaying baseline, log-normal noise of
+        sd ``grad_noise`` and ``n_grad_spikes`` isolated spikes (×6–10).
+    seed
+        Seed or Generator; the same seed gives the same run.
+
+    Returns
+    -------
+    (run dataset, :class:`SimulationTruth`)
+    """
+    rng = np.random.default_rng(seed)
+    ops = list(order_parameters) if order_parameters is not None else ["alignment", "coherence", "verbosity"]
+    fam = _per_op(likelihood, ops, lambda i, op: "beta", "likelihood")
+    for op, f in fam.items():
+        if f not in FAMILIES:
+            raise ModelSpecError(f"unknown likelihood {f!r} for '{op}'; choose one of {FAMILIES}.")
+    if transition not in ("sigmoid", "step"):
+        raise ModelSpecError(f"transition must be 'sigmoid' or 'step', got {transition!r}.")
+    if n_steps < 3:
+        raise ModelSpecError("n_steps must be at least 3.")
+
+    if uneven_steps:
+        u = np.linspace(0.0, 1.0, n_steps)
+        steps = np.unique(np.round(max_step * u**1.6).astype(int))
+        while len(steps) < n_steps:  # rounding collisions at the dense end
+            steps = np.unique(np.concatenate([steps, rng.integers(1, max_step, n_steps - len(steps))]))
+    else:
+        steps = np.unique(np.round(np.linspace(0, max_step, n_steps)).astype(int))
+    lo_t, hi_t = float(steps[0]), float(steps[-1])
+    span = hi_t - lo_t
+
+    taus = _per_op(tau, ops, lambda i, op: lo_t + span * (0.35 + 0.3 * i / max(1, len(ops) - 1)), "tau")
+    widths = _per_op(width, ops, lambda i, op: 0.025 * span, "width")
+    lv = _per_op(levels, ops, lambda i, op: _DEFAULT_LEVELS[fam[op]], "levels")
+
+    score = np.full((len(ops), len(steps), n_prompts, n_samples), np.nan)
+    prompt_tau, prompt_before, prompt_after, scales = {}, {}, {}, []
+    for k, op in enumerate(ops):
+        f = fam[op]
+        link, inv = _link(f)
+        before, after = (float(x) for x in lv[op])
+        frac = 100.0 if f == "beta" else 1.0
+        b_link = link(before / frac) + _zero_sum(rng.normal(0.0, prompt_level_sd, n_prompts))
+        a_link = link(after / frac) + _zero_sum(rng.normal(0.0, prompt_level_sd, n_prompts))
+        # population level = inverse link of the mean prompt link level (what the model estimates)
+        prompt_before[op] = inv(b_link) * frac
+        prompt_after[op] = inv(a_link) * frac
+        prompt_tau[op] = float(taus[op]) + _zero_sum(rng.normal(0.0, prompt_tau_sd, n_prompts))
+        mean = np.stack(
+            [
+                transition_curve(steps, prompt_tau[op][p], float(widths[op]), prompt_before[op][p], prompt_after[op][p], transition)
+                for p in range(n_prompts)
+            ],
+            axis=1,
+        )[..., None] * np.ones(n_samples)
+        if f == "beta":
+            m = np.clip(mean / 100.0, 1e-6, 1 - 1e-6)
+            x = rng.beta(m * concentration, (1 - m) * concentration)
+            y = 100.0 * x
+            score[k] = np.round(y) if integer_scores else y
+            scales.append((0.0, 100.0))
+        elif f == "binomial":
+            score[k] = (rng.random(mean.shape) < mean).astype(float)
+            scales.append((0.0, 1.0))
+        elif f == "normal":
+            score[k] = rng.normal(mean, noise_sd)
+            scales.append((np.nan, np.nan))
+        elif f == "poisson":
+            score[k] = rng.poisson(mean).astype(float)
+            scales.append((np.nan, np.nan))
+        else:
+            lam = rng.gamma(dispersion, mean / dispersion)
+            score[k] = rng.poisson(lam).astype(float)
+            scales.append((np.nan, np.nan))
+
+    status = np.full(score.shape, STATUS["ok"], dtype=np.int16)
+    if missing_fraction > 0:
+        drop = rng.random(score.shape) < missing_fraction
+        reasons = rng.choice([STATUS["missing"], STATUS["api_error"], STATUS["refusal"]], size=score.shape)
+        status = np.where(drop, reasons, status).astype(np.int16)
+        score = np.where(drop, np.nan, score)
+
+    ds = assemble_run(
+        score,
+        status,
+        order_parameters=ops,
+        steps=steps,
+        prompts=[f"p{p:02d}" for p in range(n_prompts)],
+        samples=np.arange(n_samples),
+        scales=scales,
+        prompt_text=[f"Simulated prompt {p}" for p in range(n_prompts)],
+        validate_result=False,
+    )
+
+    # gradient-norm trace
+    train_steps = np.arange(1, int(hi_t) + 1)
+    if grad_peak is None:
+        grad_peak = max(lo_t + 0.05 * span, min(taus.values()) - 0.1 * span)
+    bump_sd = 0.04 * span
+    baseline = 1.0 + 1.5 * np.exp(-train_steps / (0.05 * span + 1))
+    signal = baseline + 3.0 * np.exp(-0.5 * ((train_steps - grad_peak) / bump_sd) ** 2)
+    grad = signal * np.exp(rng.normal(0.0, grad_noise, train_steps.size))
+    spike_steps: list[int] = []
+    if n_grad_spikes:
+        far = np.abs(train_steps - grad_peak) > 4 * bump_sd
+        spike_steps = sorted(int(s) for s in rng.choice(train_steps[far], size=n_grad_spikes, replace=False))
+        grad[np.searchsorted(train_steps, spike_steps)] *= rng.uniform(6, 10, n_grad_spikes)
+    loss = 2.0 * np.exp(-train_steps / (0.3 * span)) + 0.5 + rng.normal(0, 0.05, train_steps.size)
+    log = pd.DataFrame({"step": train_steps, "grad_norm": grad, "loss": loss, "learning_rate": np.full(train_steps.size, 1e-4)})
+    ds = ds.merge(training_log_dataset(log))
+    ds.attrs.update({"source": "phasebayes.simulate_run", "transition": transition})
+
+    truth = SimulationTruth(
+        likelihood=fam,
+        transition=transition,
+        tau={op: float(taus[op]) for op in ops},
+        width={op: float(widths[op]) for op in ops},
+        before={op: float(lv[op][0]) for op in ops},
+        after={op: float(lv[op][1]) for op in ops},
+        prompt_tau=prompt_tau,
+        prompt_before=prompt_before,
+        prompt_after=prompt_after,
+        nuisance={"concentration": concentration, "noise_sd": noise_sd, "dispersion": dispersion},
+        grad_peak=float(grad_peak),
+        grad_spike_steps=spike_steps,
+    )
+    from .dataset import validate
+
+    return validate(ds), truth

@@ -1,0 +1,42 @@
+"""Atomic, never-silently-overwriting file writes shared by every stage."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputExistsError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    Raises :class:`OutputExistsError` before any work if ``path`` exists and ``overwrite`` is false.
+    On an exception inside the block the temporary file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{target} already exists; pass overwrite=True to replace it, or choose another path."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8); see :func:`atomic_path`."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

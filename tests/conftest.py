@@ -1,0 +1,18 @@
+"""Shared pytest configuration: slow tests run only with --runslow or PHASEBAYES_SLOW=1."""
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("PHASEBAYES_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or PHASEBAYES_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
