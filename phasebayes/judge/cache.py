@@ -1,0 +1,146 @@
+"""Persistent judgement cache: SQLite in WAL mode, one committed row per finished judgement.
+
+The key is a SHA-256 over (judge fingerprint, rubric version, prompt text, response text, replicate),
+so rerunning the same job costs zero calls, while changing the judge model, its settings or a single
+word of the rubric misses the cache. Only real answers of the judge are stored
+(:data:`~phasebayes.judge.base.CACHEABLE_STATUSES`); transport failures (``api_error``, ``timeout``) are
+never cached and are retried on the next run. Each row is committed as soon as it is known, so a
+process killed mid-run loses at most the calls in flight; the next run completes the rest.
+
+The same file records submitted Message Batches (batch id and the cache keys of its requests) so an
+interrupted batch job resumes polling instead of resubmitting. Nothing secret is stored: no API key,
+no request headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .base import Judgement
+
+__all__ = ["JudgeCache", "cache_key"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS judgements (
+    key TEXT PRIMARY KEY,
+    judge_id TEXT NOT NULL,
+    rubric_version TEXT NOT NULL,
+    replicate INTEGER NOT NULL,
+    score REAL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    judge_id TEXT NOT NULL,
+    rubric_version TEXT NOT NULL,
+    requests TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def cache_key(fingerprint: str, rubric_version: str, prompt: str, response: str, replicate: int) -> str:
+    """SHA-256 hex of the judge fingerprint, rubric version, prompt, response and replicate index."""
+    blob = json.dumps([fingerprint, rubric_version, prompt, response, int(replicate)], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class JudgeCache:
+    """On-disk cache of judgements (``sqlite3``, WAL journal, one transaction per write).
+
+    Parameters
+    ----------
+    path
+        File to use (created with its folder). ``":memory:"`` gives a throw-away cache.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ judgements
+    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
+        """Cached judgements for the given keys (missing keys are absent from the result)."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, Judgement] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                q = f"SELECT key, score, status, reason, raw FROM judgements WHERE key IN ({','.join('?' * len(chunk))})"
+                for key, score, status, reason, raw in self._conn.execute(q, chunk):
+                    out[key] = Judgement(score=math.nan if score is None else float(score), status=status,
+                                         reason=reason, raw=raw, calls=0)
+        return out
+
+    def get(self, key: str) -> Judgement | None:
+        """One cached judgement or None."""
+        return self.get_many([key]).get(key)
+
+    def put(self, key: str, judgement: Judgement, *, judge_id: str, rubric_version: str, replicate: int) -> bool:
+        """Store a judgement durably if it is cacheable; returns whether it was stored."""
+        if not judgement.cacheable:
+            return False
+        score = None if judgement.status != "ok" or not math.isfinite(judgement.score) else float(judgement.score)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO judgements VALUES (?,?,?,?,?,?,?,?,?)",
+                (key, judge_id, rubric_version, int(replicate), score, judgement.status,
+                 judgement.reason[:2000], judgement.raw[:2000], time.time()),
+            )
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0])
+
+    # ------------------------------------------------------------------ batches
+    def add_batch(self, batch_id: str, *, judge_id: str, rubric_version: str, requests: dict[str, str]) -> None:
+        """Record a submitted batch: ``requests`` maps custom_id → cache key."""
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?)",
+                               (batch_id, judge_id, rubric_version, json.dumps(requests), "submitted", time.time()))
+
+    def open_batches(self, judge_id: str, rubric_version: str) -> list[tuple[str, dict[str, str]]]:
+        """Batches submitted for this judge and rubric that have not been collected yet."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT batch_id, requests FROM batches WHERE judge_id=? AND rubric_version=? AND state='submitted' "
+                "ORDER BY created", (judge_id, rubric_version)).fetchall()
+        return [(b, json.loads(r)) for b, r in rows]
+
+    def close_batch(self, batch_id: str, state: str = "collected") -> None:
+        """Mark a batch as collected (its results are in the judgements table) or abandoned."""
+        with self._lock:
+            self._conn.execute("UPDATE batches SET state=? WHERE batch_id=?", (state, batch_id))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> JudgeCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JudgeCache({self.path!r})"
