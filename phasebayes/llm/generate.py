@@ -1,0 +1,519 @@
+"""Sample responses at every checkpoint and score them under neighbouring checkpoints (the ``logp`` array).
+
+:func:`generate` runs two passes over the checkpoint grid with one base model in memory and adapters
+hot-swapped (:class:`~phasebayes.llm.checkpoints.CheckpointSwitcher`):
+
+1. **sampling** — for each checkpoint, ``n_samples`` responses per prompt (chat template applied,
+   temperature ``T``, top-p 1, no top-k), batched; the token ids, text, token count and stop reason
+   (``"eos"`` / ``"length"``) of each are written to ``samples/step-{step}.json``;
+2. **scoring** — for each reference checkpoint, the teacher-forced log-probability of every sample of
+   the checkpoints within ±``logp_window`` grid positions, written to ``logp/ref-{step}.npz``.
+
+Every shard is written atomically, so a crash loses at most the checkpoint in flight and a rerun with
+the same arguments resumes. The shards are then consolidated into the run dataset (DESIGN.md §3),
+``run.nc`` in the output folder, which is also returned.
+
+Output folder layout::
+
+    manifest.json          settings fingerprint (a rerun must match it, or pass overwrite=True)
+    samples/step-00000010.json
+    logp/ref-00000010.npz
+    run.nc                 the consolidated run dataset (no scores yet)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..errors import ConfigError
+from ..storage import atomic_path, atomic_write_text
+from .checkpoints import BASE_KIND, Checkpoint, CheckpointSwitcher, find_checkpoints
+
+__all__ = ["GenerateConfig", "generate", "consolidate", "RUN_FILE", "STOP_REASONS"]
+
+RUN_FILE = "run.nc"
+STOP_REASONS = ("eos", "length")
+_MANIFEST = "manifest.json"
+# settings that do not change the result and may differ on a resumed run
+_RESUME_FREE = {"show_progress", "num_threads", "device", "logp_batch_size", "max_batch_tokens"}
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling and scoring settings (defaults sized for a 2-core CPU demo).
+
+    Attributes
+    ----------
+    n_samples
+        Responses sampled per prompt and checkpoint.
+    temperature
+        Sampling temperature T (> 0); the log-probabilities use the same T (log-softmax of logits / T).
+    top_p
+        Must be 1.0: truncated sampling would make the stored likelihoods inconsistent with the sampler.
+    max_new_tokens
+        Generation stops after this many tokens (stop reason ``"length"``) or at EOS (``"eos"``).
+    batch_size
+        Sequences per ``generate`` call. Seeds are per checkpoint, so results depend on it: keep it fixed
+        within a run.
+    logp
+        Compute cross-checkpoint log-probabilities (the ``logp`` array).
+    logp_window
+        K: score the samples of step index i under the checkpoints i-K..i+K (``None`` = all checkpoints).
+    logp_batch_size, max_batch_tokens
+        Sequences and padded tokens per teacher-forcing pass (memory knobs; do not change results).
+    system_prompt
+        Optional system message put before each prompt (``None`` = the chat template's default).
+    seed
+        Base seed; checkpoint ``step`` samples with the seed derived from ``(seed, step)``.
+    include_base
+        Use the base model as step 0 when the checkpoint folder has no step-0 checkpoint.
+    dtype, device, num_threads, show_progress
+        Torch dtype name, device (default CUDA if available), CPU threads, tqdm bars.
+    """
+
+    n_samples: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    logp: bool = True
+    logp_window: int | None = 2
+    logp_batch_size: int = 16
+    max_batch_tokens: int = 16384
+    system_prompt: str | None = None
+    seed: int = 0
+    include_base: bool = True
+    dtype: str = "float32"
+    device: str | None = None
+    num_threads: int | None = None
+    show_progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for invalid values."""
+        if int(self.n_samples) < 1 or int(self.max_new_tokens) < 1 or int(self.batch_size) < 1:
+            raise ConfigError("n_samples, max_new_tokens and batch_size must be >= 1.")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0 (a likelihood needs a proper sampling distribution), got {self.temperature}.")
+        if self.top_p != 1.0:
+            raise ConfigError(
+                f"top_p={self.top_p} truncates the sampling distribution, which the stored log-probabilities do "
+                "not account for; use top_p=1.0 (and lower the temperature for tamer text)."
+            )
+        if self.logp_window is not None and int(self.logp_window) < 0:
+            raise ConfigError(f"logp_window must be >= 0 or None, got {self.logp_window}.")
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
+
+
+def _as_prompts(prompts: str | os.PathLike | Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    from .chat_data import read_prompts
+
+    if isinstance(prompts, (str, os.PathLike)):
+        return read_prompts(prompts)
+    out = []
+    for p in prompts:
+        if not isinstance(p, dict) or "id" not in p or "text" not in p:
+            raise ConfigError("each prompt must be a dict with 'id' and 'text'.")
+        out.append({"id": str(p["id"]), "text": str(p["text"])})
+    if len({p["id"] for p in out}) != len(out):
+        raise ConfigError("prompt ids must be unique.")
+    if not out:
+        raise ConfigError("no prompts given.")
+    return out
+
+
+def _base_model_spec(checkpoints: list[Checkpoint], base_model: str | os.PathLike | None) -> str | None:
+    """The base model: as given, else the adapter's ``base_model_name_or_path``, else the embedded default."""
+    if base_model is not None:
+        return str(base_model)
+    for c in checkpoints:
+        if c.kind == "lora":
+            name = (c.adapter_config or {}).get("base_model_name_or_path")
+            if name and Path(name).is_dir():
+                return str(name)
+            if name:
+                raise ConfigError(
+                    f"the adapters were trained on {name!r}, which is not a local folder; pass base_model= a local "
+                    "copy of that model (phasebayes never downloads from a model hub)."
+                )
+        if c.kind == "full" and c.path is not None and (c.path / "config.json").exists():
+            return None
+    return None
+
+
+def _fingerprint(cfg: GenerateConfig, ckpts: list[Checkpoint], prompts: list[dict[str, str]], base: str) -> dict[str, Any]:
+    return {
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE},
+        "checkpoints": [[c.step, str(c.path) if c.path else None, c.kind] for c in ckpts],
+        "prompts": [[p["id"], p["text"]] for p in prompts],
+        "base_model": base,
+    }
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _sample_checkpoint(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    cfg: GenerateConfig,
+    step: int,
+    eos_ids: list[int],
+    bar: Any,
+) -> dict[str, Any]:
+    """Draw ``n_samples`` responses per prompt from the active checkpoint; return the shard record."""
+    import torch
+    from transformers import GenerationConfig
+
+    pad = int(tokenizer.pad_token_id)
+    gen_cfg = GenerationConfig(
+        do_sample=True,
+        temperature=float(cfg.temperature),
+        top_p=1.0,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        num_beams=1,
+        max_new_tokens=int(cfg.max_new_tokens),
+        eos_token_id=eos_ids,
+        pad_token_id=pad,
+    )
+    rows = [(p, n) for p in range(len(prompt_ids)) for n in range(cfg.n_samples)]
+    P, N = len(prompt_ids), cfg.n_samples
+    token_ids: list[list[list[int]]] = [[[] for _ in range(N)] for _ in range(P)]
+    stop = [["" for _ in range(N)] for _ in range(P)]
+    torch.manual_seed(_step_seed(cfg.seed, step))
+    device = next(model.parameters()).device
+    eos_set = set(eos_ids)
+    for start in range(0, len(rows), cfg.batch_size):
+        chunk = rows[start : start + cfg.batch_size]
+        width = max(len(prompt_ids[p]) for p, _ in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        att = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (p, _) in enumerate(chunk):
+            seq = prompt_ids[p]
+            ids[r, width - len(seq) :] = torch.tensor(seq)
+            att[r, width - len(seq) :] = 1
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen_cfg)
+        new = out[:, width:].cpu().tolist()
+        for r, (p, n) in enumerate(chunk):
+            seq = new[r]
+            cut = next((j for j, t in enumerate(seq) if t in eos_set), None)
+            if cut is None:
+                token_ids[p][n] = seq[: cfg.max_new_tokens]
+                stop[p][n] = "length"
+            else:
+                token_ids[p][n] = seq[: cut + 1]
+                stop[p][n] = "eos"
+        bar.update(len(chunk))
+    texts, n_tokens = [], []
+    for p in range(P):
+        texts.append([])
+        n_tokens.append([])
+        for n in range(N):
+            ids_pn = token_ids[p][n]
+            content = ids_pn[:-1] if stop[p][n] == "eos" else ids_pn
+            texts[p].append(tokenizer.decode(content, skip_special_tokens=True))
+            n_tokens[p].append(len(content))
+    return {"step": int(step), "token_ids": token_ids, "text": texts, "stop_reason": stop, "n_tokens": n_tokens}
+
+
+def _clean_generation_config(model: Any, tokenizer: Any) -> list[int]:
+    """Replace the model's generation defaults by neutral ones; return the EOS token ids."""
+    from transformers import GenerationConfig
+
+    eos: list[int] = []
+    gc_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for e in ([gc_eos] if isinstance(gc_eos, int) else list(gc_eos or [])) + [tokenizer.eos_token_id]:
+        if e is not None and int(e) not in eos:
+            eos.append(int(e))
+    if not eos:
+        raise ConfigError("the model has no EOS token id; generation could not stop.")
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos, pad_token_id=int(tokenizer.pad_token_id), bos_token_id=getattr(tokenizer, "bos_token_id", None)
+    )
+    return eos
+
+
+def generate(
+    checkpoints: str | os.PathLike | Sequence[Checkpoint],
+    prompts: str | os.PathLike | Sequence[dict[str, str]],
+    output_dir: str | os.PathLike,
+    config: GenerateConfig | None = None,
+    *,
+    base_model: str | os.PathLike | None = None,
+    steps: Sequence[int] | None = None,
+    training_log: pd.DataFrame | str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> xr.Dataset:
+    """Sample every checkpoint, score the samples under neighbouring checkpoints, build the run dataset.
+
+    Parameters
+    ----------
+    checkpoints
+        A folder of checkpoints named by step (``checkpoint-100``, ``step_100``, ...; see
+        :func:`~phasebayes.llm.checkpoints.find_checkpoints`) — ours or anyone's — or a list of them.
+    prompts
+        A prompt-set JSONL file (``id``, ``text``) or a list of ``{"id", "text"}`` dicts.
+    output_dir
+        Folder for the shards and the consolidated ``run.nc`` (see module doc).
+    config
+        :class:`GenerateConfig` (defaults if None).
+    base_model
+        Base model spec (local folder or the embedded default's name); default: the adapters'
+        ``base_model_name_or_path``, else the embedded SmolLM2-135M-Instruct.
+    steps
+        Use only these checkpoint steps (default: all found).
+    training_log
+        A training-log table, a ``train_log.jsonl`` path, or None to use ``train_log.jsonl`` from the
+        checkpoint folder when present; it becomes the ``train_step`` variables.
+    overwrite
+        Discard existing shards made with different settings instead of raising :class:`ConfigError`.
+
+    Returns
+    -------
+    The run dataset (also saved as ``output_dir/run.nc``) with variables ``response``, ``n_tokens``,
+    ``stop_reason``, ``token_ids`` (padded with -1 along ``token``), ``logp`` and the training log.
+
+    Cost (2 CPU cores, SmolLM2-135M): sampling ≈ 50 tokens/s unbatched, several times that batched;
+    scoring ≈ (2K+1) teacher-forced passes per sample.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .base_model import load_base_model
+    from .chat_data import prompt_token_ids
+
+    cfg = config or GenerateConfig()
+    cfg.validate()
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    ckpt_dir: Path | None = None
+    if isinstance(checkpoints, (str, os.PathLike)):
+        ckpt_dir = Path(checkpoints)
+        ckpts = find_checkpoints(ckpt_dir, include_base=cfg.include_base)
+    else:
+        ckpts = sorted(checkpoints, key=lambda c: c.step)
+    if steps is not None:
+        wanted = {int(s) for s in steps}
+        missing = wanted - {c.step for c in ckpts}
+        if missing:
+            raise ConfigError(f"no checkpoint for step(s) {sorted(missing)}; available: {[c.step for c in ckpts]}.")
+        ckpts = [c for c in ckpts if c.step in wanted]
+    if len(ckpts) < 3:
+        raise ConfigError(f"need at least 3 checkpoints to locate a transition, found {[c.step for c in ckpts]}.")
+    prompt_list = _as_prompts(prompts)
+
+    spec = _base_model_spec(ckpts, base_model)
+    if spec is None and ckpts[0].kind != BASE_KIND and any(c.kind == "full" for c in ckpts) and base_model is None:
+        spec = str(next(c.path for c in ckpts if c.kind == "full"))
+    from .base_model import resolve_model_path
+
+    base_path = str(resolve_model_path(spec))
+
+    out = Path(output_dir)
+    fp = _fingerprint(cfg, ckpts, prompt_list, base_path)
+    man = out / _MANIFEST
+    if man.exists():
+        old = json.loads(man.read_text())
+        if old != json.loads(json.dumps(fp, default=str)):
+            if not overwrite:
+                raise ConfigError(
+                    f"{out} holds samples made with different settings (checkpoints, prompts, base model or config); "
+                    "use another output_dir or overwrite=True to discard them."
+                )
+            for sub in ("samples", "logp"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+            (out / RUN_FILE).unlink(missing_ok=True)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    (out / "logp").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(man, json.dumps(fp, indent=1, default=str), overwrite=True)
+
+    step_list = [c.step for c in ckpts]
+    sample_path = {s: out / "samples" / f"step-{s:08d}.json" for s in step_list}
+    logp_path = {s: out / "logp" / f"ref-{s:08d}.npz" for s in step_list}
+    todo_gen = [s for s in step_list if not sample_path[s].exists()]
+    K = len(step_list) if cfg.logp_window is None else int(cfg.logp_window)
+    todo_logp = [s for s in step_list if cfg.logp and not logp_path[s].exists()]
+
+    model = tokenizer = switcher = None
+    if todo_gen or todo_logp:
+        model, tokenizer = load_base_model(base_path, dtype=cfg.dtype, device=cfg.device)
+        eos_ids = _clean_generation_config(model, tokenizer)
+        switcher = CheckpointSwitcher(model, ckpts)
+        p_ids = [prompt_token_ids(tokenizer, p["text"], system_prompt=cfg.system_prompt) for p in prompt_list]
+
+        # pass 1: sampling, one shard per checkpoint
+        if todo_gen:
+            bar = tqdm(total=len(todo_gen) * len(prompt_list) * cfg.n_samples, desc="generate", unit="sample", disable=not cfg.show_progress)
+            for s in todo_gen:
+                t0 = time.perf_counter()
+                m = switcher.activate(s)
+                rec = _sample_checkpoint(m, tokenizer, p_ids, cfg, s, eos_ids, bar)
+                rec["prompts"] = [p["id"] for p in prompt_list]
+                rec["seconds"] = time.perf_counter() - t0
+                atomic_write_text(sample_path[s], json.dumps(rec), overwrite=True)
+            bar.close()
+
+        # pass 2: cross-checkpoint log-probabilities, one shard per reference checkpoint
+        if todo_logp:
+            shards = {s: json.loads(sample_path[s].read_text()) for s in step_list}
+            n_seq = sum(min(len(step_list), i + K + 1) - max(0, i - K) for i in range(len(step_list)) if step_list[i] in todo_logp)
+            bar = tqdm(total=n_seq * len(prompt_list) * cfg.n_samples, desc="logp", unit="seq", disable=not cfg.show_progress)
+            for s in todo_logp:
+                r = step_list.index(s)
+                window = step_list[max(0, r - K) : r + K + 1]
+                m = switcher.activate(s)
+                prompts_flat, resp_flat = [], []
+                for w in window:
+                    for p in range(len(prompt_list)):
+                        for n in range(cfg.n_samples):
+                            prompts_flat.append(p_ids[p])
+                            resp_flat.append(shards[w]["token_ids"][p][n])
+                from .logprob import sequence_logprobs
+
+                lp = sequence_logprobs(
+                    m,
+                    prompts_flat,
+                    resp_flat,
+                    temperature=cfg.temperature,
+                    pad_token_id=int(tokenizer.pad_token_id),
+                    batch_size=cfg.logp_batch_size,
+                    max_batch_tokens=cfg.max_batch_tokens,
+                )
+                _save_npz(logp_path[s], steps=np.array(window, dtype=np.int64), logp=lp.reshape(len(window), len(prompt_list), cfg.n_samples))
+                bar.update(len(resp_flat))
+            bar.close()
+
+    log = training_log
+    if log is None and ckpt_dir is not None and (ckpt_dir / "train_log.jsonl").exists():
+        log = ckpt_dir / "train_log.jsonl"
+    attrs = {
+        "base_model": base_path,
+        "checkpoint_dir": str(ckpt_dir) if ckpt_dir else "",
+        "checkpoint_kind": next((c.kind for c in ckpts if c.kind != BASE_KIND), BASE_KIND),
+        "adapter_config": next((c.adapter_config for c in ckpts if c.kind == "lora"), None),
+        "generation": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE},
+        "seed": int(cfg.seed),
+        "temperature": float(cfg.temperature),
+    }
+    if ckpt_dir is not None and (ckpt_dir / "train_config.json").exists():
+        attrs["train_config"] = json.loads((ckpt_dir / "train_config.json").read_text())
+    if tokenizer is not None:
+        attrs["chat_template_sha256"] = hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()
+    return consolidate(out, training_log=log, attrs=attrs)
+
+
+def consolidate(
+    output_dir: str | os.PathLike,
+    *,
+    training_log: pd.DataFrame | str | os.PathLike | None = None,
+    attrs: dict[str, Any] | None = None,
+    save: bool = True,
+) -> xr.Dataset:
+    """Build the run dataset from the shards in ``output_dir`` (and save it as ``run.nc`` if ``save``).
+
+    Variables: ``response`` (str), ``n_tokens`` (int: response tokens without the final EOS),
+    ``stop_reason`` (``"eos"``/``"length"``), ``token_ids`` (int32, the generated ids including the final
+    EOS, padded with -1 along ``token``), ``logp`` (float64 nats; dims step, prompt, sample, ref_step;
+    NaN outside the window) and the training log (``train_step`` variables).
+    """
+    from ..dataset import _version, save_run, training_log_dataset
+    from .chat_data import read_prompts  # noqa: F401  (kept for symmetry of the public API)
+    from .train import read_training_log
+
+    out = Path(output_dir)
+    man = out / _MANIFEST
+    if not man.exists():
+        raise ConfigError(f"{out} has no {_MANIFEST}; run generate() first.")
+    fp = json.loads(man.read_text())
+    steps = [int(c[0]) for c in fp["checkpoints"]]
+    prompt_ids = [p[0] for p in fp["prompts"]]
+    prompt_texts = [p[1] for p in fp["prompts"]]
+    N = int(fp["config"]["n_samples"])
+    P, S = len(prompt_ids), len(steps)
+    shards = []
+    for s in steps:
+        f = out / "samples" / f"step-{s:08d}.json"
+        if not f.exists():
+            raise ConfigError(f"sample shard for step {s} is missing ({f}); rerun generate() to finish the run.")
+        shards.append(json.loads(f.read_text()))
+    width = max(1, max(len(t) for sh in shards for row in sh["token_ids"] for t in row))
+    token_ids = np.full((S, P, N, width), -1, dtype=np.int32)
+    response = np.empty((S, P, N), dtype=object)
+    stop = np.empty((S, P, N), dtype=object)
+    n_tok = np.zeros((S, P, N), dtype=np.int64)
+    for i, sh in enumerate(shards):
+        for p in range(P):
+            for n in range(N):
+                t = sh["token_ids"][p][n]
+                token_ids[i, p, n, : len(t)] = t
+                response[i, p, n] = sh["text"][p][n]
+                stop[i, p, n] = sh["stop_reason"][p][n]
+                n_tok[i, p, n] = sh["n_tokens"][p][n]
+    logp = np.full((S, P, N, S), np.nan)
+    index = {s: i for i, s in enumerate(steps)}
+    for j, s in enumerate(steps):
+        f = out / "logp" / f"ref-{s:08d}.npz"
+        if f.exists():
+            with np.load(f) as z:
+                for k, w in enumerate(z["steps"]):
+                    logp[index[int(w)], :, :, j] = z["logp"][k]
+    ds = xr.Dataset(
+        {
+            "response": (("step", "prompt", "sample"), response),
+            "n_tokens": (("step", "prompt", "sample"), n_tok),
+            "stop_reason": (("step", "prompt", "sample"), stop),
+            "token_ids": (("step", "prompt", "sample", "token"), token_ids),
+            "logp": (("step", "prompt", "sample", "ref_step"), logp),
+        },
+        coords={
+            "step": np.array(steps, dtype=np.int64),
+            "prompt": np.array(prompt_ids, dtype=object),
+            "prompt_text": ("prompt", np.array(prompt_texts, dtype=object)),
+            "sample": np.arange(N, dtype=np.int64),
+            "ref_step": np.array(steps, dtype=np.int64),
+            "token": np.arange(width, dtype=np.int64),
+        },
+    )
+    ds["logp"].attrs.update({"units": "nats", "description": "log P(response | prompt, checkpoint ref_step) at the sampling temperature; NaN = not computed"})
+    ds["n_tokens"].attrs["description"] = "response length in tokens, without the final EOS token"
+    ds["token_ids"].attrs["description"] = "generated token ids including the final EOS (stop_reason 'eos'); -1 = padding"
+    if training_log is not None:
+        log = read_training_log(training_log) if isinstance(training_log, (str, os.PathLike)) else training_log
+        log = log.drop(columns=[c for c in ("seconds",) if c in log.columns])
+        log = log.rename(columns={c: f"train_{c}" for c in log.columns if c != "step" and c in ds.variables})
+        ds = ds.merge(training_log_dataset(log))
+    ds.attrs.update(
+        {
+            "phasebayes_version": _version(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "stage": "generate",
+        }
+    )
+    if attrs:
+        ds.attrs.update({k: v for k, v in attrs.items() if v is not None})
+    if save:
+        save_run(ds, out / RUN_FILE, overwrite=True, require_scores=False)
+    return ds
