@@ -17,10 +17,10 @@ from phasebayes.errors import ConfigError  # noqa: E402
 from phasebayes.llm.base_model import load_base_model  # noqa: E402
 from phasebayes.llm.chat_data import prompt_token_ids, read_chat_jsonl, tokenize_conversation  # noqa: E402
 from phasebayes.llm.checkpoints import Checkpoint, CheckpointSwitcher, find_checkpoints, load_checkpoint_weights  # noqa: E402
-from phasebayes.llm.generate import GenerateConfig, consolidate, generate  # noqa: E402
+from phasebayes.llm.sampling import GenerateConfig, consolidate, generate  # noqa: E402
 from phasebayes.llm.logprob import sequence_logprobs, token_logprobs  # noqa: E402
 from phasebayes.llm.testing import build_tiny_model  # noqa: E402
-from phasebayes.llm.train import TrainConfig, read_training_log, train  # noqa: E402
+from phasebayes.llm.finetune import TrainConfig, read_training_log, train  # noqa: E402
 
 QUESTIONS = [
     "what is the capital of france",
@@ -151,8 +151,16 @@ def test_full_finetuning_option(tiny, tmp_path):
     assert res.checkpoint_steps == [0, 1, 2]
     ckpts = find_checkpoints(tmp_path / "full")
     assert {c.kind for c in ckpts} == {"full"}
-    ds = generate(ckpts, PROMPTS, tmp_path / "gen", _gen_cfg(n_samples=2), base_model=tiny["base"])
+    ds = generate(tmp_path / "full", PROMPTS, tmp_path / "gen", _gen_cfg(n_samples=2))  # base from train_config.json
+    assert ds.attrs["base_model"] == str(tiny["base"]) and ds.attrs["checkpoint_kind"] == "full"
     assert ds["logp"].sel(step=1, ref_step=1).notnull().all()
+    # step 0 of a full run is the base model itself: its logp equals the base model's
+    model, tok = load_base_model(tiny["base"])
+    p_ids = [prompt_token_ids(tok, p["text"]) for p in PROMPTS]
+    for n in range(2):
+        resp = [[int(t) for t in ds["token_ids"].values[0, p, n] if t >= 0] for p in range(2)]
+        base_lp = sequence_logprobs(model, p_ids, resp, pad_token_id=tok.pad_token_id)
+        np.testing.assert_allclose(ds["logp"].sel(step=0, ref_step=0).values[:, n], base_lp, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -255,7 +263,7 @@ def test_logp_equals_independent_log_softmax_sum(generated, tiny):
 
 def test_logp_uses_the_sampling_distribution(tiny):
     """Teacher-forced per-token log-probs equal the sampler's own (temperature-scaled, untruncated) scores."""
-    from phasebayes.llm.generate import _clean_generation_config
+    from phasebayes.llm.sampling import _clean_generation_config
 
     model, tok = load_base_model(tiny["base"])
     eos = _clean_generation_config(model, tok)
@@ -296,7 +304,7 @@ def test_adapter_disabled_logp_equals_base(tiny):
 
 def test_generate_resume_after_crash_matches_uninterrupted(generated, tiny, tmp_path, monkeypatch):
     ref_out, ref = generated
-    import phasebayes.llm.generate as gen
+    import phasebayes.llm.sampling as gen
 
     out = tmp_path / "crashy"
     real_sample, real_save = gen._sample_checkpoint, gen._save_npz

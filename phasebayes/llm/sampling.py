@@ -138,8 +138,12 @@ def _as_prompts(prompts: str | os.PathLike | Sequence[dict[str, str]]) -> list[d
     return out
 
 
-def _base_model_spec(checkpoints: list[Checkpoint], base_model: str | os.PathLike | None) -> str | None:
-    """The base model: as given, else the adapter's ``base_model_name_or_path``, else the embedded default."""
+def _base_model_spec(
+    checkpoints: list[Checkpoint], base_model: str | os.PathLike | None, ckpt_dir: Path | None
+) -> str | None:
+    """The base model, in order: as given; the adapters' ``base_model_name_or_path``; the ``base_model``
+    of ``train_config.json`` in the checkpoint folder; a full checkpoint folder that has a tokenizer;
+    else ``None`` (the embedded default)."""
     if base_model is not None:
         return str(base_model)
     for c in checkpoints:
@@ -152,8 +156,11 @@ def _base_model_spec(checkpoints: list[Checkpoint], base_model: str | os.PathLik
                     f"the adapters were trained on {name!r}, which is not a local folder; pass base_model= a local "
                     "copy of that model (phasebayes never downloads from a model hub)."
                 )
-        if c.kind == "full" and c.path is not None and (c.path / "config.json").exists():
-            return None
+    if ckpt_dir is not None and (ckpt_dir / "train_config.json").exists():
+        return json.loads((ckpt_dir / "train_config.json").read_text()).get("base_model")
+    for c in checkpoints:
+        if c.kind == "full" and c.path is not None and any(c.path.glob("tokenizer*")):
+            return str(c.path)
     return None
 
 
@@ -325,10 +332,9 @@ def generate(
         raise ConfigError(f"need at least 3 checkpoints to locate a transition, found {[c.step for c in ckpts]}.")
     prompt_list = _as_prompts(prompts)
 
-    spec = _base_model_spec(ckpts, base_model)
-    if spec is None and ckpts[0].kind != BASE_KIND and any(c.kind == "full" for c in ckpts) and base_model is None:
-        spec = str(next(c.path for c in ckpts if c.kind == "full"))
-    from .base_model import resolve_model_path
+    from .base_model import load_tokenizer, resolve_model_path
+
+    spec = _base_model_spec(ckpts, base_model, ckpt_dir)
 
     base_path = str(resolve_model_path(spec))
 
@@ -372,6 +378,7 @@ def generate(
                 m = switcher.activate(s)
                 rec = _sample_checkpoint(m, tokenizer, p_ids, cfg, s, eos_ids, bar)
                 rec["prompts"] = [p["id"] for p in prompt_list]
+                rec["eos_token_ids"] = eos_ids
                 rec["seconds"] = time.perf_counter() - t0
                 atomic_write_text(sample_path[s], json.dumps(rec), overwrite=True)
             bar.close()
@@ -420,8 +427,9 @@ def generate(
     }
     if ckpt_dir is not None and (ckpt_dir / "train_config.json").exists():
         attrs["train_config"] = json.loads((ckpt_dir / "train_config.json").read_text())
-    if tokenizer is not None:
-        attrs["chat_template_sha256"] = hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()
+    if tokenizer is None:
+        tokenizer = load_tokenizer(base_path)
+    attrs["chat_template_sha256"] = hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()
     return consolidate(out, training_log=log, attrs=attrs)
 
 
@@ -440,8 +448,7 @@ def consolidate(
     NaN outside the window) and the training log (``train_step`` variables).
     """
     from ..dataset import _version, save_run, training_log_dataset
-    from .chat_data import read_prompts  # noqa: F401  (kept for symmetry of the public API)
-    from .train import read_training_log
+    from .finetune import read_training_log
 
     out = Path(output_dir)
     man = out / _MANIFEST
@@ -512,6 +519,8 @@ def consolidate(
             "stage": "generate",
         }
     )
+    if "eos_token_ids" in shards[0]:
+        ds.attrs["eos_token_ids"] = [int(e) for e in shards[0]["eos_token_ids"]]
     if attrs:
         ds.attrs.update({k: v for k, v in attrs.items() if v is not None})
     if save:
