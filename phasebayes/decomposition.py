@@ -371,11 +371,18 @@ def _fit_hierarchical(m, s, loc_names, names, prompts, *, draws, tune, chains, c
     """Random-effects pooling of per-prompt fractions; returns the posterior as an xarray Dataset."""
     import pymc as pm
 
-    obs_ok = np.isfinite(m) & np.isfinite(s) & (s > 0)
+    obs_ok = np.isfinite(m) & np.isfinite(s)
     if not obs_ok.any():
         raise RunDataError("no prompt has a finite fraction at the requested steps (total change is zero everywhere?).")
+    # A bootstrap that sees no variation (e.g. every score of a prompt in one bin) says nothing about the
+    # uncertainty: floor each SD at a quarter of the median SD of the other prompts (same location and
+    # order parameter), so that one such prompt cannot pin the population mean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        floor = 0.25 * np.nanmedian(np.where(obs_ok & (s > 0), s, np.nan), axis=-1, keepdims=True)
+    floor = np.where(np.isfinite(floor) & (floor > 0), floor, 1e-3)
     m_f = np.where(obs_ok, m, 0.0)
-    s_f = np.where(obs_ok, np.maximum(s, 1e-4), 1e3)  # missing prompts carry no information
+    s_f = np.where(obs_ok, np.maximum(s, floor), 1e3)  # missing prompts carry no information
     coords = {"location": loc_names, "order_parameter": names, "prompt": prompts}
     dims3 = ("location", "order_parameter", "prompt")
     with pm.Model(coords=coords):

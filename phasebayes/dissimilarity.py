@@ -977,7 +977,9 @@ def _netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _restore(ds: xr.Dataset) -> xr.Dataset:
-    ds = ds.copy()
+    """Undo :func:`_netcdf_safe`; drop dimensions inherited from a parent DataTree node but unused here."""
+    unused = [d for d in ds.dims if not any(d in v.dims for v in ds.data_vars.values())]
+    ds = ds.drop_dims(unused).copy()
     for name in list(ds.variables):
         if ds[name].attrs.get("phasebayes_bool") == 1:
             attrs = {k: v for k, v in ds[name].attrs.items() if k != "phasebayes_bool"}
