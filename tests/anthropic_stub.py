@@ -199,6 +199,7 @@ class AnthropicStub:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     stub: AnthropicStub
 
     def log_message(self, *args: Any) -> None:  # quiet
