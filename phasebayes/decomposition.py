@@ -227,7 +227,7 @@ class Decomposition:
     def fit(
         self,
         *,
-        at: float | Sequence[float] | None = None,
+        at: float | Sequence[float] | Mapping[str, float] | pd.DataFrame | None = None,
         method: str = "hierarchical",
         n_draws: int = 400,
         ci_prob: float | None = None,
@@ -247,7 +247,9 @@ class Decomposition:
         ----------
         at
             Extra step(s) (training-step units, e.g. a posterior τ) at which to report fractions besides
-            the peak of the total curve; each is mapped to the boundary with the nearest midpoint.
+            the peak of the total curve: a number, a sequence, a mapping label → step, or a DataFrame
+            indexed by order parameter with a ``mean`` column (``ChangePointResult.transition_steps()``;
+            locations ``"tau <name>"``). Each is mapped to the boundary with the nearest midpoint.
         method
             ``"hierarchical"`` (bootstrap + PyMC pooling across prompts; default) or ``"bootstrap"``
             (bootstrap only: the ratio of prompt-averaged D's, no prompt-heterogeneity term).
@@ -300,11 +302,9 @@ class Decomposition:
             peak_draws = mid[np.nanargmax(np.where(np.isfinite(tot_mean), tot_mean, -np.inf), axis=1)]
         # locations
         loc_names, loc_b, loc_req = ["peak"], [peak_b], [float(mid[peak_b])]
-        for s in ([] if at is None else np.atleast_1d(np.asarray(at, dtype=float))):
-            if not np.isfinite(s):
-                raise ModelSpecError(f"'at' steps must be finite numbers, got {s!r}.")
+        for label, s in _named_steps(at):
             b = int(np.argmin(np.abs(mid - s)))
-            loc_names.append(f"step {s:g}")
+            loc_names.append(label)
             loc_b.append(b)
             loc_req.append(float(s))
         loc_b = np.array(loc_b)
@@ -364,6 +364,34 @@ class Decomposition:
                 stacklevel=2,
             )
         return result
+
+
+def _named_steps(at) -> list[tuple[str, float]]:
+    """Normalise ``at`` to ``[(label, step)]``: a number, a sequence of numbers, a mapping label → step,
+    or a DataFrame indexed by order parameter with a ``mean`` column (e.g. ``transition_steps()``)."""
+    if at is None:
+        return []
+    if isinstance(at, pd.DataFrame):
+        if "mean" not in at.columns:
+            raise ModelSpecError("a DataFrame passed as 'at' needs a 'mean' column (posterior mean step per row).")
+        items = [(f"tau {idx}", v) for idx, v in zip(at.index, at["mean"])]
+    elif isinstance(at, Mapping):
+        items = [(str(k), v) for k, v in at.items()]
+    else:
+        items = [(None, v) for v in np.atleast_1d(np.asarray(at, dtype=float))]
+    out = []
+    for label, v in items:
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise ModelSpecError(f"'at' steps must be numbers (training steps), got {v!r}.") from None
+        if not np.isfinite(v):
+            raise ModelSpecError(f"'at' steps must be finite numbers, got {v!r}.")
+        out.append((f"step {v:g}" if label is None else label, v))
+    labels = [lab for lab, _ in out]
+    if "peak" in labels or len(set(labels)) != len(labels):
+        raise ModelSpecError(f"location labels must be unique and not 'peak', got {labels}.")
+    return out
 
 
 def _fit_hierarchical(m, s, loc_names, names, prompts, *, draws, tune, chains, cores, nuts_sampler, target_accept,

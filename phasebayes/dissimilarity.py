@@ -627,6 +627,15 @@ def _prepare(
     prep.op_names = list(names)
     score = ds["score"].transpose("order_parameter", "step", "prompt", "sample")
     soft = ds["score_prob"] if "score_prob" in ds else None
+    if soft is not None:
+        need = {"order_parameter", "step", "prompt", "sample", "score_value"}
+        if set(soft.dims) != need or "score_value" not in soft.coords:
+            raise RunDataError(
+                f"'score_prob' must have dims {sorted(need)} with a numeric 'score_value' coordinate, has {soft.dims}."
+            )
+        sp_all = soft.values
+        if np.any(sp_all < 0) or np.any(np.abs(np.nansum(sp_all, axis=-1)[np.isfinite(sp_all).all(-1)] - 1) > 1e-6):
+            raise RunDataError("'score_prob' rows must be probability distributions (non-negative, summing to 1).")
     for name in names:
         vals = score.sel(order_parameter=name).values.astype(float)
         scale = order_parameter_scale(ds, name)
@@ -635,7 +644,7 @@ def _prepare(
         prep.op_codes[name] = codes
         prep.op_ncells[name] = len(edges) - 1
         prep.op_edges[name] = [float(e) for e in edges]
-        if soft is not None:
+        if soft is not None and np.isfinite(soft.sel(order_parameter=name).values).any():
             sp = soft.sel(order_parameter=name).transpose("step", "prompt", "sample", "score_value")
             sv = sp["score_value"].values.astype(float)
             vcode = _bin_codes(sv, edges, name)
@@ -666,6 +675,7 @@ def _op_curves(prep: _Prepared, name: str, correction: str, n_permutations: int,
     else:
         null = permutation_null(counts, prep.window, prep.measure, n_permutations=n_permutations, rng=rng)
     # Bayesian bootstrap of the histograms (Dirichlet(counts) per checkpoint) for the standard error
+    # (for a soft channel the Gamma shapes are the summed probabilities: an approximation)
     draws = np.empty((n_boot,) + raw.shape)
     for i in range(n_boot):
         g = rng.gamma(np.where(counts > 0, counts, 1.0)) * (counts > 0)
@@ -738,6 +748,8 @@ def dissimilarity(
         raise ModelSpecError(f"correction must be 'permutation' or 'none', got {correction!r}.")
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
         raise ModelSpecError(f"n_permutations must be a positive integer, got {n_permutations!r}.")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise ModelSpecError(f"n_boot must be an integer >= 2, got {n_boot!r}.")
     rng = np.random.default_rng(random_seed)
     prep = _prepare(
         ds, window, measure, order_parameters=order_parameters, bins=bins, total=total, embeddings=embeddings,
@@ -801,6 +813,7 @@ def _build_result(prep: _Prepared, *, correction: str, n_permutations: int, n_bo
         "edge_windows": "truncated",
         "total_estimator": prep.total_estimator,
         "order_parameter_estimator": op_est,
+        "joint_estimator": "binned_plugin on product bins of hard scores" if "joint" in names else "none",
         "bias_correction": correction if names else "none",
         "n_permutations": int(n_permutations),
         "bins": json.dumps(prep.op_edges),

@@ -193,3 +193,18 @@ def test_hierarchical_coverage_over_repeated_simulations():
         for op in ("alignment", "parity", "identity"):
             hits.append(f.loc[op, "lower"] <= true[op]["mean_of_ratios"] <= f.loc[op, "upper"])
     assert 0.7 <= np.mean(hits) <= 1.0
+
+
+def test_named_locations_from_transition_table():
+    ds, _ = simulate_outputs(12, 2, 60, seed=8)
+    tau = pd.DataFrame({"mean": [44.0, 71.0], "lower": [40.0, 60.0], "upper": [50.0, 80.0]}, index=["alignment", "parity"])
+    res = pb.decompose(ds, window=3).fit(method="bootstrap", n_draws=50, at=tau)
+    assert list(res.data["location"].values) == ["peak", "tau alignment", "tau parity"]
+    f = res.fractions("tau parity")
+    assert f.attrs["requested_step"] == 71.0 and f.attrs["step"] in (65.0, 75.0)
+    res2 = pb.decompose(ds, window=3).fit(method="bootstrap", n_draws=50, at={"onset": 30})
+    assert res2.fractions("onset").attrs["step"] == 35.0 or res2.fractions("onset").attrs["step"] == 25.0
+    with pytest.raises(ModelSpecError, match="unique"):
+        pb.decompose(ds, window=3).fit(method="bootstrap", n_draws=50, at={"peak": 30})
+    with pytest.raises(ModelSpecError, match="mean"):
+        pb.decompose(ds, window=3).fit(method="bootstrap", n_draws=50, at=tau[["lower"]])

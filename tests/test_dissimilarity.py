@@ -381,3 +381,17 @@ def test_embeddings_module_offline_model():
     assert out["embedding"].dims == ("step", "prompt", "sample", "embedding_dim")
     res = pb.dissimilarity(out.drop_vars("logp"), window=1)
     assert res.total_estimator == "classifier_lower_bound"
+
+
+def test_bad_score_prob_is_rejected():
+    ds, _ = simulate_outputs(6, 1, 10, seed=19)
+    values = np.array([0.0, 50.0, 100.0])
+    prob = np.full(ds["score"].shape + (3,), 0.5)  # rows sum to 1.5
+    bad = ds.assign(score_prob=(("order_parameter", "step", "prompt", "sample", "score_value"), prob)).assign_coords(
+        score_value=values
+    )
+    with pytest.raises(RunDataError, match="probability distributions"):
+        pb.dissimilarity(bad, window=2)
+    wrong_dims = ds.assign(score_prob=(("order_parameter", "step", "prompt", "sample"), ds["score"].values))
+    with pytest.raises(RunDataError, match="score_prob"):
+        pb.dissimilarity(wrong_dims, window=2)
