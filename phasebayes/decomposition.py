@@ -29,7 +29,6 @@ With one prompt (or ``method="bootstrap"``) the bootstrap ratio is reported inst
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -49,7 +48,6 @@ from .dissimilarity import (
     _restore,
     discrete_divergence,
     plot_peak_vs_tau,
-    stratified_mean,
 )
 from .errors import DiagnosticsWarning, ModelSpecError, RunDataError
 

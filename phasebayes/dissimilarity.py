@@ -56,7 +56,6 @@ null; ``joint`` still uses the hard scores.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -929,7 +928,8 @@ class DissimilarityResult:
         for a, title in zip(axes[:2], ("total change", "order parameters")):
             a.set_ylabel(f"D_{self.measure}{unit}")
             a.set_title(title if ax is None else "")
-            a.legend(fontsize=8)
+            if a.get_legend_handles_labels()[0]:
+                a.legend(fontsize=8)
         axes[-1].set_xlabel(f"training step (window L={self.data.attrs['window']}, band {band_prob:.0%})")
         fig.tight_layout()
         return fig
