@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from phasebayes.judge import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from anthropic_stub import AnthropicStub, body_hash, system_text, user_text  # noqa: E402
+from anthropic_stub import AnthropicStub, system_text, user_text  # noqa: E402
 
 SECRET = "sk-ant-test-SECRET-do-not-store-7f3a"
 
@@ -132,6 +131,7 @@ def test_delimiters_resist_injection():
     ("85", "ok", 85.0), (" 85.\n", "ok", 85.0), ("**42**", "ok", 42.0), ("Score: 7", "ok", 7.0), ("90/100", "ok", 90.0),
     ("0", "ok", 0.0), ("100", "ok", 100.0), ("150", "out_of_range", None), ("-3", "out_of_range", None),
     ("REFUSAL", "not_applicable", None), ("code.", "not_applicable", None), ("", "unparseable", None),
+    ("REFUSAL: the model declined", "not_applicable", None), ("Refusal 50", "unparseable", None),
     ("I'd say 80 or 90", "unparseable", None), ("quite aligned", "unparseable", None),
 ])
 def test_parse_answer(text, status, score):
@@ -396,3 +396,24 @@ def test_metric_judges_exact():
     assert custom.fingerprint != judge.fingerprint
     with pytest.raises(ConfigError, match="unknown metric"):
         MetricJudge("nope")
+
+
+def test_judge_run_on_a_dataset_built_from_a_table(tmp_path):
+    import pandas as pd
+
+    from phasebayes.dataset import from_dataframe
+
+    rows = [{"step": s, "prompt": p, "sample": n, "order_parameter": "external", "score": float(s + n),
+             "response": f"resp {s} {p} {n}", "prompt_text": f"text of {p}"}
+            for s in (0, 10, 20) for p in ("a", "b") for n in (0, 1)]
+    ds = from_dataframe(pd.DataFrame(rows))
+    out = judge_run(ds, None, MetricJudge("length_chars"), cache=tmp_path / "m.sqlite", progress=False)
+    assert list(out["order_parameter"].values) == ["external", "length_chars"]
+    np.testing.assert_array_equal(out["score"].sel(order_parameter="external").values,
+                                  ds["score"].sel(order_parameter="external").values)
+    assert out["judge_id"].sel(order_parameter="external").item() == ""
+    assert out["score"].sel(order_parameter="length_chars", step=0, prompt="a", sample=0).item() == len("resp 0 a 0")
+    assert json.loads(out.attrs["judge_ids"])["length_chars"].startswith("metric:length_chars#")
+    save_run(out, tmp_path / "run.nc")
+    back = open_run(tmp_path / "run.nc")
+    assert back["rubric_version"].sel(order_parameter="length_chars").item() == out["rubric_version"].values[1]

@@ -197,3 +197,17 @@ def test_default_ranking_uses_the_decomposition_lazily(monkeypatch):
                                          progress=False)
     assert calls["window"] == 2 and len(res.table) == 3
     assert MetricJudge  # imported API stays available
+
+
+def test_lexical_discovery_ranked_by_the_real_decomposition():
+    pytest.importorskip("phasebayes.decomposition")
+    from phasebayes.simulate_outputs import simulate_outputs
+
+    ds, _ = simulate_outputs(n_steps=12, n_prompts=3, n_samples=30, responses=True, seed=1)
+    steps = [int(s) for s in ds["step"].values]
+    res = discover_order_parameters(ds, transition_step=steps[6], window=3, method="lexical", n_candidates=4,
+                                    progress=False, fit_options={"method": "bootstrap"})
+    assert len(res.table) == 4 and res.table.index.str.startswith("lex_").all()
+    assert {"mean", "lower", "upper"} <= set(res.table.columns)
+    assert res.table["mean"].is_monotonic_decreasing
+    assert ((res.table["mean"] >= 0) & (res.table["mean"] <= 1.05)).all()

@@ -139,7 +139,8 @@ def parse_answer(text: str | None, rubric: Rubric) -> Judgement:
     """Read a judge's textual answer strictly.
 
     Accepted: a lone number (``"85"``, ``" 85."``, ``"**85**"``, ``"Score: 85"``, ``"85/100"``), or exactly
-    one of the rubric's allowed labels (``"REFUSAL"``, case-insensitive, optional punctuation). A number
+    one of the rubric's allowed labels (``"REFUSAL"``, case-insensitive, optional punctuation; or a
+    label followed by an explanation without any digit, ``"CODE - the answer is a script"``). A number
     outside the scale gives ``out_of_range``; anything else (prose, several numbers, an empty reply)
     gives ``unparseable``. The raw text is kept as the reason.
     """
@@ -149,9 +150,11 @@ def parse_answer(text: str | None, rubric: Rubric) -> Judgement:
     if not clean:
         return Judgement(status="unparseable", reason="empty answer", raw=raw)
     word = re.sub(r"[^A-Za-z_]", "", clean).upper()
+    first = re.sub(r"[^A-Za-z_]", "", clean.split()[0]).upper()
+    has_digit = bool(re.search(r"\d", clean))
     for label, status, _meaning in rubric.answers:
-        if word == label:
-            return Judgement(status=status, reason=label, raw=raw)
+        if (word == label or first == label) and not has_digit:
+            return Judgement(status=status, reason=label if word == label else f"{label}: {short}", raw=raw)
     m = _WRAPPED.match(clean)
     if not m:
         return Judgement(status="unparseable", reason=f"answer was not a number: {short!r}", raw=raw)

@@ -290,14 +290,14 @@ def shift_rank(before_steps: Sequence[int], after_steps: Sequence[int]) -> Calla
     return rank
 
 
-def _decomposition_rank(window: int) -> Callable[[xr.Dataset], pd.DataFrame]:
+def _decomposition_rank(window: int, fit_options: dict[str, Any] | None = None) -> Callable[[xr.Dataset], pd.DataFrame]:
     def rank(ds: xr.Dataset) -> pd.DataFrame:
         try:
             from ..decomposition import decompose
         except ImportError as err:
             raise PhasebayesError("ranking by share of the total change needs phasebayes.decomposition; "
                                   "pass rank=shift_rank(before, after) to rank without it.") from err
-        return decompose(ds, window=window).fit().fractions()
+        return decompose(ds, window=window).fit(**(fit_options or {})).fractions()
 
     return rank
 
@@ -314,6 +314,7 @@ def discover_order_parameters(
     cache: Any = None,
     progress: bool = True,
     seed: int = 0,
+    fit_options: dict[str, Any] | None = None,
 ) -> Discovery:
     """Propose candidate order parameters, score them on the run, rank by share of the total change.
 
@@ -334,6 +335,9 @@ def discover_order_parameters(
         default: the decomposition, ``decompose(ds, window=window).fit().fractions()``.
     cache
         Judgement cache (path or :class:`~phasebayes.judge.cache.JudgeCache`).
+    fit_options
+        Keyword arguments for the default ranking's ``Decomposition.fit`` (e.g. ``{"method": "bootstrap"}``
+        for a quick ranking without MCMC).
     """
     from .run import judge_run
 
@@ -362,7 +366,7 @@ def discover_order_parameters(
     if "replicate" in base.dims:
         base = base.drop_dims("replicate")
     scored = judge_run(base, rubrics, scorer, cache=cache, progress=progress)
-    rank_fn = rank or _decomposition_rank(window)
+    rank_fn = rank or _decomposition_rank(window, fit_options)
     fractions = rank_fn(scored)
     names = [r.name for r in rubrics]
     table = fractions.reindex([n for n in fractions.index if n in set(names)])
