@@ -417,3 +417,35 @@ def test_judge_run_on_a_dataset_built_from_a_table(tmp_path):
     save_run(out, tmp_path / "run.nc")
     back = open_run(tmp_path / "run.nc")
     assert back["rubric_version"].sel(order_parameter="length_chars").item() == out["rubric_version"].values[1]
+
+
+_BATCH_CHILD = r"""
+import sys
+sys.path.insert(0, {tests!r})
+from phasebayes.judge import ClaudeJudge, JudgeItem, judge_texts, load_rubric
+items = [JudgeItem("q", f"response {{i}}") for i in range({n})]
+judge = ClaudeJudge(base_url={url!r}, mode="batch", poll_interval=0.05)
+judge_texts(judge, load_rubric("alignment"), items, cache={cache!r})
+"""
+
+
+def test_batch_job_killed_while_polling_resumes_its_batch(tmp_path):
+    n = 20
+    cache = tmp_path / "batch-kill.sqlite"
+    with AnthropicStub(batch_polls=10_000) as stub:
+        code = _BATCH_CHILD.format(tests=str(Path(__file__).parent), n=n, url=stub.base_url, cache=str(cache))
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 90
+        polled = False
+        while time.time() < deadline and not polled:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            polled = any(r["method"] == "GET" for r in list(stub.requests))  # created, recorded, now polling
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        assert polled and stub.batch_creates == 1
+        stub.batch_polls = 0
+        out = judge_texts(fast_judge(stub, mode="batch", poll_interval=0.01), load_rubric("alignment"),
+                          [JudgeItem("q", f"response {i}") for i in range(n)], cache=cache)
+        assert all(o.status == "ok" for o in out)
+        assert stub.batch_creates == 1 and stub.n_message_requests == 0

@@ -74,6 +74,12 @@ def test_replicate_and_judge_agreement_tables():
     assert jt.loc["alignment", "lower"] <= jt.loc["alignment", "estimate"] <= jt.loc["alignment", "upper"]
     with pytest.raises(RunDataError, match="replicates"):
         replicate_agreement(ds.drop_vars("score_replicates"))
+    from phasebayes.judge import attach_reliability
+
+    stored = attach_reliability(ds, table)
+    assert stored["replicate_agreement"].sel(order_parameter="alignment", agreement_stat="estimate").item() == \
+        pytest.approx(table.loc["alignment", "estimate"])
+    assert stored["replicate_agreement"].attrs["ci_kind"] == "bootstrap-percentile"
 
 
 def test_replicate_agreement_of_a_claude_judged_run():

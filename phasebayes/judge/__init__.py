@@ -30,6 +30,7 @@ _LAZY = {
     "icc": "phasebayes.judge.reliability",
     "replicate_agreement": "phasebayes.judge.reliability",
     "judge_agreement": "phasebayes.judge.reliability",
+    "attach_reliability": "phasebayes.judge.reliability",
     "lexical_contrast": "phasebayes.judge.discovery",
     "propose_order_parameters": "phasebayes.judge.discovery",
     "discover_order_parameters": "phasebayes.judge.discovery",

@@ -24,7 +24,7 @@ import xarray as xr
 from ..defaults import CI_PROB
 from ..errors import RunDataError
 
-__all__ = ["krippendorff_alpha", "icc", "agreement", "replicate_agreement", "judge_agreement"]
+__all__ = ["krippendorff_alpha", "icc", "agreement", "replicate_agreement", "judge_agreement", "attach_reliability"]
 
 
 def _as_units(data) -> np.ndarray:
@@ -222,3 +222,21 @@ def judge_agreement(
         rows[str(op)] = agreement(arr, method=method, n_boot=n_boot, ci_prob=ci_prob, seed=seed)
     return _table(rows, method, ci_prob)
 
+
+
+def attach_reliability(ds: xr.Dataset, table: pd.DataFrame, name: str = "replicate_agreement") -> xr.Dataset:
+    """Store an agreement table in the run dataset, for the report.
+
+    Adds ``name`` with dims ``(order_parameter, agreement_stat)`` (``estimate, lower, upper``; NaN for
+    order parameters not in the table) with the method, ``ci_prob`` and ``ci_kind`` as attributes.
+    """
+    ops = [str(o) for o in ds["order_parameter"].values]
+    stats = ["estimate", "lower", "upper"]
+    values = table.reindex(ops)[stats].to_numpy(dtype=float)
+    out = ds.copy()
+    out[name] = xr.DataArray(values, dims=("order_parameter", "agreement_stat"),
+                             coords={"order_parameter": ds["order_parameter"].values, "agreement_stat": stats})
+    method = str(table["method"].iloc[0]) if "method" in table and len(table) else ""
+    out[name].attrs.update({"method": method, "ci_prob": float(table.attrs.get("ci_prob", CI_PROB)),
+                            "ci_kind": str(table.attrs.get("ci_kind", "bootstrap-percentile"))})
+    return out
