@@ -12,8 +12,9 @@ Uncertainty (:meth:`Decomposition.fit`):
    of the total change (weighted per-sample likelihood terms) and of every order parameter's change
    (weighted histograms of the same samples), so numerator and denominator share their noise. The
    bootstrap distribution of a plug-in numerator is biased upwards like the plug-in itself, so each
-   numerator's draws are shifted to centre on its bias-corrected point estimate (the permutation
-   correction of :mod:`phasebayes.dissimilarity`) before the ratio is taken. The ratio of the
+   numerator's draws are shifted to centre on its bias-corrected point estimate (the ``correction`` of
+   :mod:`phasebayes.dissimilarity`: permutation null for linear/js, bootstrap for tv by default) before
+   the ratio is taken. The ratio of the
    prompt-averaged draws gives the curve ``rho`` with intervals at every boundary.
 2. **Heterogeneity across prompts — hierarchical model (PyMC).** At the transition (the peak of the
    prompt-averaged total curve) and at any step the user names, the per-prompt fractions ρ̂_kp (point
@@ -39,6 +40,8 @@ import xarray as xr
 from . import defaults
 from .dissimilarity import (
     DEFAULT_N_PERMUTATIONS,
+    MEASURES,
+    _resolve_correction,
     DissimilarityResult,
     _build_result,
     _find_node,
@@ -183,7 +186,7 @@ def decompose(
     *,
     order_parameters: Sequence[str] | None = None,
     bins=None,
-    correction: str = "permutation",
+    correction: str = "auto",
     n_permutations: int = DEFAULT_N_PERMUTATIONS,
     total: str = "auto",
     embeddings=None,
@@ -206,9 +209,9 @@ class Decomposition:
     """A decomposition specification bound to a run dataset (see :func:`decompose`)."""
 
     def __init__(self, ds: xr.Dataset, **config):
+        measure = config["measure"] if config["measure"] in MEASURES else "linear"  # a bad measure is reported below
+        config["correction"] = _resolve_correction(config["correction"], measure)
         self.config = dict(config)
-        if config["correction"] not in ("permutation", "none"):
-            raise ModelSpecError(f"correction must be 'permutation' or 'none', got {config['correction']!r}.")
         self._prep = _prepare(
             ds, config["window"], config["measure"], order_parameters=config["order_parameters"], bins=config["bins"],
             total=config["total"], embeddings=config["embeddings"], on_missing=config["on_missing"],

@@ -38,12 +38,22 @@ judged scores of the *same* samples, by plug-in on binned scores. Default bins (
 ``bins=None``): 10 equal-width bins over the declared scale of a bounded order parameter (e.g. width
 10 on 0–100, the resolution at which judges are reproducible), 10 quantile bins of all its scores in
 the run for an unbounded one. Plug-in estimates are biased upwards (> 0 in expectation when nothing
-changes). ``correction="permutation"`` (default) subtracts the mean plug-in value under the
-permutation null — the left/right labels of the pooled window samples shuffled, drawn exactly as
-multivariate hypergeometric counts of the pooled histogram — so the corrected estimate has mean ≈ 0
-under no change; it can be slightly negative and is not clipped. Under a large change the correction
-over-corrects a little (most for ``tv``, whose bias shrinks as the distributions separate).
-``correction="none"`` keeps the raw plug-in. ``joint`` is the same estimator on the vector of all
+changes). Corrections (the subtracted bias estimate is stored as ``d_op_bias_prompt``; corrected
+values can be slightly negative and are not clipped):
+
+- ``"permutation"``: subtract the mean plug-in value under the permutation null — the left/right
+  labels of the pooled window samples shuffled, drawn exactly as multivariate hypergeometric counts of
+  the pooled histogram. Mean ≈ 0 under no change for every measure. Under a change the true bias is
+  smaller than the null bias, so it over-corrects: slightly for ``linear``/``js`` (smooth in the
+  histogram), badly for ``tv`` with few samples per bin (|p̂ − q̂| is biased only where p ≈ q).
+- ``"bootstrap"``: subtract the Bayesian-bootstrap bias estimate ``mean(D*) − D̂`` (Dirichlet(counts)
+  draws of every checkpoint's histogram). Adapts to the size of the change; under no change it removes
+  the bias of smooth measures but only part of the ``tv`` bias.
+- ``"auto"`` (default): ``"permutation"`` for ``linear`` and ``js``, ``"bootstrap"`` for ``tv``
+  (measured on the known-truth simulator: with 40 samples per checkpoint and 10 bins, the 90 %
+  interval of a bijective order parameter's ρ_tv covered the truth in 2 % of runs with the permutation
+  correction and in 85 % with the bootstrap one).
+- ``"none"``: the raw plug-in. ``joint`` is the same estimator on the vector of all
 order parameters (product bins; samples with every score present).
 
 **Soft channel**: when the dataset has ``score_prob`` with dims ``(order_parameter, step, prompt,
@@ -88,6 +98,7 @@ __all__ = [
 MEASURES = ("linear", "tv", "js")
 DEFAULT_N_BINS = 10
 """Default number of score bins per order parameter (equal width on a declared scale, else quantiles)."""
+CORRECTIONS = ("auto", "permutation", "bootstrap", "none")
 DEFAULT_N_PERMUTATIONS = 200
 """Default number of permutation-null draws for the plug-in bias correction."""
 _LN2 = float(np.log(2.0))
@@ -662,10 +673,18 @@ def _prepare(
     return prep
 
 
+def _resolve_correction(correction: str, measure: str) -> str:
+    if correction not in CORRECTIONS:
+        raise ModelSpecError(f"correction must be one of {CORRECTIONS}, got {correction!r}.")
+    if correction == "auto":
+        return "bootstrap" if measure == "tv" else "permutation"
+    return correction
+
+
 def _op_curves(prep: _Prepared, name: str, correction: str, n_permutations: int, n_boot: int, rng):
     counts = prep.counts(name)
     raw = plugin_dissimilarity(counts, prep.window, prep.measure)
-    if correction == "none":
+    if correction in ("none", "bootstrap"):
         null = np.zeros_like(raw)
     elif name in prep.op_soft:
         p = prep.op_soft[name]
@@ -680,6 +699,8 @@ def _op_curves(prep: _Prepared, name: str, correction: str, n_permutations: int,
         g = rng.gamma(np.where(counts > 0, counts, 1.0)) * (counts > 0)
         draws[i] = plugin_dissimilarity(g, prep.window, prep.measure)
     se = draws.std(0)
+    if correction == "bootstrap":
+        null = draws.mean(0) - raw
     return raw - null, raw, null, se
 
 
@@ -695,7 +716,7 @@ def dissimilarity(
     *,
     order_parameters: Sequence[str] | None = None,
     bins: int | Sequence[float] | Mapping[str, int | Sequence[float]] | None = None,
-    correction: str = "permutation",
+    correction: str = "auto",
     n_permutations: int = DEFAULT_N_PERMUTATIONS,
     total: str = "auto",
     embeddings: np.ndarray | xr.DataArray | None = None,
@@ -722,7 +743,8 @@ def dissimilarity(
         ``None`` (default bins, module docstring), an int (number of default-style bins), a sequence of
         edges for all, or a mapping order parameter → int/edges.
     correction
-        ``"permutation"`` (default) or ``"none"``: bias correction of the plug-in estimates.
+        Bias correction of the plug-in estimates: ``"auto"`` (default: permutation for linear/js,
+        bootstrap for tv), ``"permutation"``, ``"bootstrap"`` or ``"none"`` (module docstring).
     n_permutations
         Permutation-null draws.
     total
@@ -743,8 +765,7 @@ def dissimilarity(
     -------
     :class:`DissimilarityResult` with curves over ``mid_step`` (float, training-step units).
     """
-    if correction not in ("permutation", "none"):
-        raise ModelSpecError(f"correction must be 'permutation' or 'none', got {correction!r}.")
+    correction = _resolve_correction(correction, measure if measure in MEASURES else "linear")
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
         raise ModelSpecError(f"n_permutations must be a positive integer, got {n_permutations!r}.")
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
@@ -794,7 +815,7 @@ def _build_result(prep: _Prepared, *, correction: str, n_permutations: int, n_bo
         dims = ("order_parameter", "mid_step", "prompt")
         data["d_op_prompt"] = (dims, corr)
         data["d_op_raw_prompt"] = (dims, raws)
-        data["d_op_null_prompt"] = (dims, nulls)
+        data["d_op_bias_prompt"] = (dims, nulls)
         data["d_op_se_prompt"] = (dims, ses)
         data["d_op"] = (("order_parameter", "mid_step"), np.nanmean(corr, axis=2))
         n_p = np.isfinite(corr).sum(2)
@@ -829,8 +850,8 @@ class DissimilarityResult:
     Variables (``mid_step`` = midpoint step of each boundary, training-step units):
     ``d_total`` / ``d_total_prompt`` / ``d_total_se`` (total change, if estimated), ``d_op`` /
     ``d_op_prompt`` / ``d_op_se`` (per order parameter and ``joint``; bias-corrected),
-    ``d_op_raw_prompt`` and ``d_op_null_prompt`` (plug-in before correction and the permutation-null
-    mean). ``attrs`` record ``measure``, ``window``, ``total_estimator`` (``exact_likelihood``,
+    ``d_op_raw_prompt`` and ``d_op_bias_prompt`` (plug-in before correction and the subtracted bias
+    estimate). ``attrs`` record ``measure``, ``window``, ``total_estimator`` (``exact_likelihood``,
     ``classifier_lower_bound`` or ``none``), ``order_parameter_estimator``, ``bias_correction``, ``bins``.
     """
 

@@ -395,3 +395,22 @@ def test_bad_score_prob_is_rejected():
     wrong_dims = ds.assign(score_prob=(("order_parameter", "step", "prompt", "sample"), ds["score"].values))
     with pytest.raises(RunDataError, match="score_prob"):
         pb.dissimilarity(wrong_dims, window=2)
+
+
+def test_bootstrap_correction_adapts_to_a_large_change():
+    """For tv the permutation null over-corrects under a large change; 'auto' uses the bootstrap bias."""
+    ds, truth = simulate_outputs(12, 3, 40, seed=20, strength=4.0)
+    true = truth.dissimilarity(3, "tv")
+    b = int(np.argmax(true["total"].mean(1)))
+    auto = pb.dissimilarity(ds, window=3, measure="tv")
+    perm = pb.dissimilarity(ds, window=3, measure="tv", correction="permutation")
+    assert auto.data.attrs["bias_correction"] == "bootstrap"
+    t = true["identity"].mean(1)[b]
+    err_auto = abs(float(auto.order_parameters.sel(order_parameter="identity")[b]) - t)
+    err_perm = abs(float(perm.order_parameters.sel(order_parameter="identity")[b]) - t)
+    assert err_auto < 0.05 and err_perm > 2 * err_auto
+    # and under no change the bootstrap correction also reduces the bias of a smooth measure
+    flat, _ = simulate_outputs(10, 2, 60, strength=0.0, seed=21)
+    res = pb.dissimilarity(flat, window=3, correction="bootstrap")
+    raw = res.data["d_op_raw_prompt"].values.mean()
+    assert abs(res.data["d_op_prompt"].values.mean()) < 0.35 * raw
