@@ -354,16 +354,17 @@ class Decomposition:
             "phasebayes_result": "DecompositionResult",
         }
         result = DecompositionResult(out, dres, posterior)
-        table = result.fractions()
-        if table["dpi_violation"].any():
-            bad = list(table.index[table["dpi_violation"]])
-            warnings.warn(
-                f"fraction(s) of {bad} exceed 1 beyond the {ci_prob:.0%} interval at the peak: the data-processing "
-                "inequality is violated, so the order-parameter or total estimator (or the data) is wrong. Values "
-                "are reported unclipped.",
-                DPIViolationWarning,
-                stacklevel=2,
-            )
+        for label in loc_names:
+            table = result.fractions(label)
+            if table["dpi_violation"].any():
+                bad = list(table.index[table["dpi_violation"]])
+                warnings.warn(
+                    f"fraction(s) of {bad} exceed 1 beyond the {ci_prob:.0%} interval at {label} (step "
+                    f"{table.attrs['step']:g}): the data-processing inequality is violated, so the order-parameter or "
+                    "total estimator (or the data) is wrong. Values are reported unclipped.",
+                    DPIViolationWarning,
+                    stacklevel=2,
+                )
         return result
 
 
