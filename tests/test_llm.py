@@ -362,3 +362,18 @@ def test_generate_from_foreign_checkpoint_folder(tiny, generated, tmp_path):
     ds = generate(foreign, PROMPTS, tmp_path / "gen", _gen_cfg(logp=False), base_model=tiny["base"])
     assert np.array_equal(ds["token_ids"].values, generated[1]["token_ids"].values)
     assert ds["logp"].isnull().all() and "train_step" not in ds.dims
+
+
+def test_shared_prompt_cache_matches_padded_teacher_forcing(tiny):
+    model, tok = load_base_model(tiny["base"])
+    switcher = CheckpointSwitcher(model, find_checkpoints(tiny["ckpt"]))
+    m = switcher.activate(6)
+    p_ids = [prompt_token_ids(tok, p["text"]) for p in PROMPTS]
+    prompts = [p_ids[0], p_ids[1], p_ids[0], p_ids[0], p_ids[1]]
+    resp = [[5, 9, 3], [10, 11, 12, 3], [7], [20, 21, 22, 23, 24], [3]]
+    kw = dict(pad_token_id=tok.pad_token_id, batch_size=2, temperature=0.8)
+    shared = token_logprobs(m, prompts, resp, share_prompts=True, **kw)
+    padded = token_logprobs(m, prompts, resp, share_prompts=False, **kw)
+    for a, b, r in zip(shared, padded, resp):
+        assert len(a) == len(r)
+        np.testing.assert_allclose(a, b, atol=1e-5)

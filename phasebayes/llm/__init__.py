@@ -15,7 +15,8 @@ Typical use::
 Modules: :mod:`.base_model` (base model access, the embedded SmolLM2), :mod:`.chat_data` (JSONL chat
 data, prompt sets, chat template, assistant-token masks), :mod:`.finetune` (LoRA/full SFT loop: :func:`train`),
 :mod:`.checkpoints` (discovery and adapter hot-swap), :mod:`.logprob` (teacher forcing),
-:mod:`.sampling` (:func:`generate`: sampling, logp shards, consolidation), :mod:`.testing` (a tiny in-process model).
+:mod:`.sampling` (:func:`generate`: sampling, logp shards, consolidation), :mod:`.testing` (a tiny in-process model),
+:mod:`.presets` (demo-sized settings: ``preset("demo")``, ``preset("quick")``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .sampling import GenerateConfig, consolidate, generate
 from .logprob import sequence_logprobs, token_logprobs
 from .testing import build_tiny_model
 from .finetune import TrainConfig, TrainResult, read_training_log, train
+from .presets import PRESETS, preset
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -51,4 +53,6 @@ __all__ = [
     "TrainResult",
     "train",
     "read_training_log",
+    "PRESETS",
+    "preset",
 ]

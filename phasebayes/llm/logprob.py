@@ -6,8 +6,9 @@ tokens, including the end-of-sequence token when generation stopped on it),
     log P_T(y | prompt) = sum_j log_softmax(logits_j / T)[y_j],
 
 the log-likelihood under the very distribution the sampler drew from (temperature ``T``, no top-k /
-top-p truncation). Sequences are left-padded into batches (explicit ``position_ids`` so padding does
-not shift positions) and only the logits of the last ``max response length`` positions are computed.
+top-p truncation). By default each distinct prompt is run once and its key/value cache is reused for
+every response to it (responses right-padded); the alternative path left-pads full sequences (explicit
+``position_ids`` so padding does not shift positions) and computes only the response logits.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def token_logprobs(
     pad_token_id: int = 0,
     batch_size: int = 16,
     max_batch_tokens: int | None = 16384,
+    share_prompts: bool = True,
 ) -> list[np.ndarray]:
     """Per-token log-probabilities (float64 arrays of length ``len(response)``) of each response.
 
@@ -50,13 +52,117 @@ def token_logprobs(
     (activate the wanted checkpoint first). ``batch_size`` caps sequences per forward pass and
     ``max_batch_tokens`` caps padded tokens per pass (memory: logits are ``batch × response length ×
     vocabulary`` floats).
-    """
-    import torch
 
+    ``share_prompts=True`` (default) runs each distinct prompt once and reuses its key/value cache for
+    all responses to it (many samples share a prompt, so this skips most prompt compute); ``False``
+    teacher-forces each full sequence in left-padded batches. Both give the same values up to
+    floating-point rounding.
+    """
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses must have the same length.")
     if not temperature > 0:
         raise ValueError("temperature must be > 0 for a likelihood.")
+    kw = dict(temperature=temperature, pad_token_id=pad_token_id, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    if share_prompts:
+        return _token_logprobs_shared(model, prompts, responses, **kw)
+    return _token_logprobs_padded(model, prompts, responses, **kw)
+
+
+def _token_logprobs_shared(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    temperature: float,
+    pad_token_id: int,
+    batch_size: int,
+    max_batch_tokens: int | None,
+) -> list[np.ndarray]:
+    """Group by prompt: one prompt pass (cache kept), then right-padded response batches on that cache."""
+    import copy
+
+    import torch
+
+    device = next(model.parameters()).device
+    cache_kw = _cache_kwarg(model)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(int(t) for t in p), []).append(i)
+    out: list[np.ndarray | None] = [None] * len(prompts)
+    T = float(temperature)
+    for prompt, members in groups.items():
+        if not prompt:
+            raise ValueError("a prompt must have at least one token.")
+        todo = [i for i in members if len(responses[i])]
+        for i in members:
+            if not len(responses[i]):
+                out[i] = np.zeros(0)
+        if not todo:
+            continue
+        plen = len(prompt)
+        with torch.inference_mode():
+            res = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+            first = torch.log_softmax(res.logits[0, -1].float() / T, dim=-1)
+            cache = _output_cache(res)
+        lengths = [len(responses[i]) for i in todo]
+        order = sorted(range(len(todo)), key=lambda k: lengths[k])
+        for chunk in _batches(order, lengths, batch_size, max_batch_tokens):
+            rows = [todo[k] for k in chunk]
+            m = max(len(responses[i]) for i in rows)
+            ids = torch.full((len(rows), m), int(pad_token_id), dtype=torch.long)
+            att = torch.zeros((len(rows), plen + m), dtype=torch.long)
+            att[:, :plen] = 1
+            for r, i in enumerate(rows):
+                ids[r, : len(responses[i])] = torch.tensor([int(t) for t in responses[i]], dtype=torch.long)
+                att[r, plen : plen + len(responses[i])] = 1
+            pos = (torch.arange(m) + plen).unsqueeze(0).expand(len(rows), m)
+            kv = copy.deepcopy(cache)
+            kv.batch_repeat_interleave(len(rows))
+            with torch.inference_mode():
+                logits = model(
+                    input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
+                    use_cache=True, **{cache_kw: kv},
+                ).logits
+                # logits at response position j predict token j+1; the first token comes from the prompt pass
+                lp = torch.log_softmax(logits[:, :-1].float() / T, dim=-1)
+                tgt = ids[:, 1:].to(device)
+                rest = lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).double().cpu().numpy() if m > 1 else np.zeros((len(rows), 0))
+                head = first[ids[:, 0].to(device)].double().cpu().numpy()
+            for r, i in enumerate(rows):
+                n = len(responses[i])
+                out[i] = np.concatenate([[head[r]], rest[r, : n - 1]])
+    return out  # type: ignore[return-value]
+
+
+def _cache_kwarg(model: Any) -> str:
+    """Name of the forward argument taking a KV cache (``cache`` in newer transformers, else ``past_key_values``)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _output_cache(res: Any) -> Any:
+    for name in ("cache", "past_key_values"):
+        value = res.get(name) if hasattr(res, "get") else getattr(res, name, None)
+        if value is not None:
+            return value
+    raise RuntimeError("the model returned no key/value cache; use share_prompts=False.")
+
+
+def _token_logprobs_padded(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    temperature: float,
+    pad_token_id: int,
+    batch_size: int,
+    max_batch_tokens: int | None,
+) -> list[np.ndarray]:
+    """Left-padded full-sequence teacher forcing; logits only for the last response positions."""
+    import torch
+
     device = next(model.parameters()).device
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -98,6 +204,7 @@ def sequence_logprobs(
     pad_token_id: int = 0,
     batch_size: int = 16,
     max_batch_tokens: int | None = 16384,
+    share_prompts: bool = True,
 ) -> np.ndarray:
     """Summed log-probability (nats, float64, shape ``(n,)``) of each response given its prompt.
 
@@ -111,5 +218,6 @@ def sequence_logprobs(
         pad_token_id=pad_token_id,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
+        share_prompts=share_prompts,
     )
     return np.array([float(t.sum()) for t in per_token], dtype=np.float64)
