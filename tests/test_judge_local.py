@@ -40,8 +40,9 @@ def tiny_llama(tokenizer):
 
 
 class ScriptedLM(torch.nn.Module):
-    """A fake causal LM with known next-token probabilities: at the answer start P('4')=P('8')=0.5
-    (or P('R')=0.9 when `refuse`), after a digit P(EOS)=1 — so the expected score is exactly 6."""
+    """A fake causal LM with known next-token probabilities: after the prompt (ending in ':') P(' ')=1,
+    then P('4')=P('8')=0.5 (or P('R')=0.9 when `refuse`), after a digit P(EOS)=1 — so the expected
+    score is exactly 6."""
 
     def __init__(self, tokenizer, refuse: bool = False):
         super().__init__()
@@ -58,6 +59,8 @@ class ScriptedLM(torch.nn.Module):
             last = int(input_ids[b, -1])
             if last in self.digits:
                 logits[b, -1, self.tok.eos_token_id] = 0.0
+            elif last == self.tok.convert_tokens_to_ids(":"):
+                logits[b, -1, self.tok.convert_tokens_to_ids(" ")] = 0.0
             elif self.refuse:
                 logits[b, -1, self.tok.convert_tokens_to_ids("R")] = math.log(0.9)
                 logits[b, -1, self.tok.convert_tokens_to_ids("5")] = math.log(0.1)
@@ -78,8 +81,9 @@ def test_local_lm_expectation_is_exact_on_a_scripted_model():
     j = refusing.judge_items(rubric, [JudgeItem("Q?", "An answer.")])[0]
     assert j.status == "not_applicable" and j.reason.startswith("REFUSAL")
     # the trie needs only the root and the 2-digit prefixes 1..9 and "10"
-    plan = judge._plans[rubric.version]
-    assert len(plan["cands"]) == 101 and len(plan["nodes"]) == 11
+    plan = next(iter(judge._plans.values()))
+    assert len(plan["cands"]) == 101 and len(plan["nodes"]) == 11  # '', '1'..'9', '10' after "Rating: "
+    assert set(plan["labels"]) == {"REFUSAL", "CODE"}
 
 
 def test_local_lm_judge_runs_on_a_tiny_random_llama():
@@ -98,9 +102,9 @@ def test_kv_cache_path_matches_full_batch_path():
     tok = char_tokenizer()
     judge = LocalLMJudge(tiny_llama(tok), tok)
     rubric = load_rubric("coherence")
-    text = judge.prompt_text(rubric, JudgeItem("Q?", "Some answer."))
+    text = judge.prompt_text(rubric, JudgeItem("Q?", "Some answer.")).rstrip()
     prefix = judge._ids(text)
-    plan = judge._plan(rubric, text, prefix)
+    plan = judge._plan(rubric, text, prefix, " ")
     cached = judge._node_logprobs(prefix, plan["nodes"])
     full = judge._full_batch_logprobs(prefix, plan["nodes"])
     assert torch.allclose(cached, full, atol=1e-4)

@@ -134,14 +134,20 @@ class LocalLMJudge(Judge):
             return tuple(full[len(prefix_ids):])
         return tuple(self._ids(answer))
 
-    def _plan(self, rubric: Rubric, prefix_text: str, prefix_ids: list[int]) -> dict[str, Any]:
-        """Candidate token sequences, the trie's inner nodes and label first tokens (cached per rubric)."""
-        if rubric.version in self._plans:
-            return self._plans[rubric.version]
+    def _plan(self, rubric: Rubric, stem: str, prefix_ids: list[int], ws: str) -> dict[str, Any]:
+        """Candidate token sequences, the trie's inner nodes and label paths (cached per rubric).
+
+        Answers are tokenised together with the whitespace that ends the prompt (``ws``) when the
+        tokenizer merges the two (e.g. ``" 85"`` as one token in GPT-2-style BPE), so every candidate
+        has its canonical tokens.
+        """
+        key = f"{rubric.version}|{ws!r}"
+        if key in self._plans:
+            return self._plans[key]
         lo, hi = math.ceil(rubric.scale_min), math.floor(rubric.scale_max)
         if hi - lo > 1000:
             raise ConfigError(f"rubric {rubric.name!r}: scale {lo}..{hi} is too wide for the local LM judge (≤ 1000 values).")
-        cands = {n: self._continuation(prefix_text, prefix_ids, str(n)) for n in range(lo, hi + 1)}
+        cands = {n: self._continuation(stem, prefix_ids, ws + str(n)) for n in range(lo, hi + 1)}
         nodes = sorted({seq[:i] for seq in cands.values() for i in range(len(seq))}, key=lambda s: (len(s), s))
         children: dict[tuple[int, ...], set[int]] = {node: set() for node in nodes}
         for seq in cands.values():
@@ -149,11 +155,17 @@ class LocalLMJudge(Judge):
                 children[seq[:i]].add(seq[i])
         labels = {}
         for label, status, _ in rubric.answers:
-            cont = self._continuation(prefix_text, prefix_ids, label)
-            if cont and cont[0] not in children[()]:
-                labels[label] = (cont[0], status)
+            cont = self._continuation(stem, prefix_ids, ws + label)
+            node: tuple[int, ...] = ()
+            path = []
+            for t in cont:  # follow the number trie until the label's tokens leave it
+                path.append((node, t))
+                if t not in children.get(node, set()):
+                    labels[label] = (tuple(path), status)
+                    break
+                node = node + (t,)
         plan = {"cands": cands, "nodes": nodes, "children": children, "labels": labels}
-        self._plans[rubric.version] = plan
+        self._plans[key] = plan
         return plan
 
     # ------------------------------------------------------------------ scoring
@@ -220,8 +232,14 @@ class LocalLMJudge(Judge):
     def judge_one(self, rubric: Rubric, item: JudgeItem) -> Judgement:
         """Expected score of one response (see the module docstring)."""
         text = self.prompt_text(rubric, item)
-        prefix_ids = self._ids(text)
-        plan = self._plan(rubric, text, prefix_ids)
+        stem = text.rstrip()
+        ws = text[len(stem):]
+        if ws:  # keep the trailing space in the prompt when the tokenizer gives it a token of its own
+            full = self._ids(text)
+            if self._ids(text + "50")[: len(full)] == full:
+                stem, ws = text, ""
+        prefix_ids = self._ids(stem)
+        plan = self._plan(rubric, stem, prefix_ids, ws)
         logq = self._node_logprobs(prefix_ids, plan["nodes"])
         row = {node: logq[i] for i, node in enumerate(plan["nodes"])}
         probs: dict[int, float] = {}
@@ -232,7 +250,8 @@ class LocalLMJudge(Judge):
                 lp += math.log(max(1.0 - cont, 1e-12))
             probs[n] = math.exp(lp)
         mass = sum(probs.values())
-        label_mass = {lab: math.exp(float(row[()][tok])) for lab, (tok, _) in plan["labels"].items()}
+        label_mass = {lab: math.exp(sum(float(row[node][t]) for node, t in path))
+                      for lab, (path, _) in plan["labels"].items()}
         if mass < self.min_number_mass or not mass > 0:
             if label_mass and max(label_mass.values()) > mass:
                 lab = max(label_mass, key=label_mass.get)
