@@ -49,8 +49,9 @@ def main() -> None:
         true = truth.dissimilarity(args.window, measure)["total"].mean(1)
         err = np.max(np.abs(res.total.values - true))
         print(f"dissimilarity measure={measure:6s}: total (exact likelihood) {best_total:6.3f} s; "
-              f"full call incl. {ds.sizes['order_parameter'] + 1} order-parameter curves with permutation "
-              f"correction and bootstrap SEs {best_all:6.3f} s; max |total - truth| = {err:.4f}")
+              f"full call incl. {ds.sizes['order_parameter'] + 1} order-parameter curves "
+              f"({res.data.attrs['bias_correction']} correction, bootstrap SEs) {best_all:6.3f} s; "
+              f"max |total - truth| = {err:.4f}")
 
     t = time.perf_counter()
     dec = pb.decompose(ds, window=args.window)
@@ -60,6 +61,9 @@ def main() -> None:
     t_boot = time.perf_counter() - t
     print(f"decompose setup {t_setup:.2f} s; fit(method='bootstrap', n_draws=400) {t_boot:.2f} s")
     print(res.fractions()[["mean", "lower", "upper", "estimate"]].round(3).to_string())
+    b = int(np.argmin(np.abs(res.data["mid_step"].values - res.peak_step)))
+    print("true ratio of prompt-averaged D's at the peak:",
+          {k: round(v["ratio_of_means"], 3) for k, v in truth.fractions(args.window, boundary=b).items()})
     if not args.quick:
         t = time.perf_counter()
         with warnings.catch_warnings():
@@ -71,7 +75,7 @@ def main() -> None:
               f"(divergences {post['divergences']}, max R-hat {post['max_rhat_mu']:.3f})")
         print(res.fractions()[["mean", "lower", "upper", "sd_prompt"]].round(3).to_string())
     b = int(np.argmin(np.abs(res.data["mid_step"].values - res.peak_step)))
-    print("true fractions at the peak:", {k: round(v["mean_of_ratios"], 3) for k, v in truth.fractions(args.window, boundary=b).items()})
+    print("true mean over prompts of per-prompt fractions at the peak:", {k: round(v["mean_of_ratios"], 3) for k, v in truth.fractions(args.window, boundary=b).items()})
 
 
 if __name__ == "__main__":
