@@ -76,7 +76,6 @@ import xarray as xr
 from .dataset import order_parameter_scale, validate
 from .defaults import CI_PROB
 from .errors import ModelSpecError, RunDataError
-from .simulate_outputs import discrete_divergence
 
 __all__ = [
     "MEASURES",
@@ -129,6 +128,30 @@ def g_logodds(z: np.ndarray, measure: str = "linear") -> np.ndarray:
     if measure == "js":
         return 1.0 - np.logaddexp(0.0, -z) / _LN2
     raise ModelSpecError(f"unknown measure {measure!r}; use one of {MEASURES}.")
+
+
+def discrete_divergence(p: np.ndarray, q: np.ndarray, measure: str = "linear") -> np.ndarray:
+    """Closed-form g-dissimilarity between discrete distributions along the last axis.
+
+    ``linear``: ½ Σ (p−q)²/(p+q); ``tv``: ½ Σ |p−q|; ``js``: Jensen–Shannon divergence in **bits**
+    (in [0, 1]). ``p`` and ``q`` broadcast; each must sum to 1 along the last axis (not checked).
+    Returns an array with the last axis removed.
+    """
+    p = np.asarray(p, dtype=float)
+    q = np.asarray(q, dtype=float)
+    s = p + q
+    if measure == "linear":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(s > 0, (p - q) ** 2 / np.where(s > 0, s, 1.0), 0.0)
+        return 0.5 * terms.sum(-1)
+    if measure == "tv":
+        return 0.5 * np.abs(p - q).sum(-1)
+    if measure == "js":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tp = np.where(p > 0, p * np.log2(np.where(p > 0, 2 * p / np.where(s > 0, s, 1.0), 1.0)), 0.0)
+            tq = np.where(q > 0, q * np.log2(np.where(q > 0, 2 * q / np.where(s > 0, s, 1.0), 1.0)), 0.0)
+        return 0.5 * (tp + tq).sum(-1)
+    raise ModelSpecError(f"unknown measure {measure!r}; use 'linear', 'tv' or 'js'.")
 
 
 def window_slots(n_steps: int, window: int) -> tuple[np.ndarray, np.ndarray]:
