@@ -1,0 +1,330 @@
+"""The analysis stage: every Bayesian result of a run in one object and one netCDF file.
+
+:func:`analyze` runs, on a judged run dataset,
+
+1. the hierarchical :class:`~phasebayes.ChangePointModel` of all order parameters (with the
+   no-transition model for P(transition)),
+2. the :class:`~phasebayes.GradientPeak` posterior of the training signal's peak (if the run has a
+   training log),
+3. the decomposition of the total distributional change into order parameters
+   (:func:`~phasebayes.decompose`, which includes the dissimilarity curves), or only the
+   order-parameter dissimilarity curves when the run has no ``logp``,
+
+and returns an :class:`Analysis`. ``Analysis.save(path)`` writes one DataTree (children
+``changepoint``, ``gradient_peak``, ``decomposition`` or ``dissimilarity``, ``tables``);
+``Analysis.load(path)`` reads it back without refitting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import defaults
+from .errors import RunDataError
+from .storage import atomic_path
+
+__all__ = ["Analysis", "analyze", "load_analysis"]
+
+
+@dataclass
+class Analysis:
+    """All results of one run's analysis.
+
+    Attributes
+    ----------
+    changepoint
+        :class:`~phasebayes.models.changepoint.ChangePointResult` (τ per order parameter, levels, ...).
+    peak
+        :class:`~phasebayes.models.gradient_peak.GradientPeakResult` or None (no training log).
+    decomposition
+        :class:`~phasebayes.decomposition.DecompositionResult` or None (no ``logp``: no total change).
+    dissimilarity
+        :class:`~phasebayes.dissimilarity.DissimilarityResult` (the decomposition's curves when it exists).
+    settings
+        The arguments :func:`analyze` was called with, and timings.
+    """
+
+    changepoint: Any
+    peak: Any = None
+    decomposition: Any = None
+    dissimilarity: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def ci_prob(self) -> float:
+        return float(self.settings.get("ci_prob", defaults.CI_PROB))
+
+    @property
+    def ci_kind(self) -> str:
+        return str(self.settings.get("ci_kind", defaults.CI_KIND))
+
+    @property
+    def order_parameters(self) -> list[str]:
+        return list(self.changepoint.order_parameters)
+
+    def transition_steps(self) -> pd.DataFrame:
+        """Posterior τ per order parameter (training steps), at the analysis' interval convention."""
+        return self.changepoint.transition_steps(self.ci_prob, self.ci_kind)
+
+    def transition_evidence(self) -> pd.DataFrame | None:
+        """LOO comparison with the no-transition model (``p_transition``), or None if it was not fitted."""
+        if "null_log_likelihood" not in self.changepoint.extra:
+            return None
+        return self.changepoint.transition_evidence()
+
+    def lags(self) -> pd.DataFrame | None:
+        """Lag τ − gradient-norm peak per order parameter (``lag_*``, ``p_later``), or None without a peak."""
+        if self.peak is None:
+            return None
+        return self.changepoint.compare_to(self.peak, ci_prob=self.ci_prob, ci_kind=self.ci_kind)
+
+    def fractions(self, location: str | float = "peak") -> pd.DataFrame | None:
+        """Fractions of the total change per order parameter (+ ``joint``) at ``location``, or None."""
+        if self.decomposition is None:
+            return None
+        return self.decomposition.fractions(location, ci_prob=self.ci_prob, ci_kind=self.ci_kind)
+
+    def summary_table(self) -> pd.DataFrame:
+        """One row per order parameter: τ (median, interval), P(transition), lag to the peak with
+        P(later), fraction of the total change at its peak (mean, interval), likelihood family.
+
+        ``attrs`` carry ``ci_prob``, ``ci_kind``, the peak step of the gradient norm and of the total change.
+        """
+        ts = self.transition_steps()
+        out = pd.DataFrame(index=pd.Index(self.order_parameters, name="order_parameter"))
+        out["tau_median"] = ts["median"]
+        out["tau_lower"] = ts["lower"]
+        out["tau_upper"] = ts["upper"]
+        ev = self.transition_evidence()
+        out["p_transition"] = ev["p_transition"] if ev is not None else np.nan
+        lag = self.lags()
+        for col in ("lag_median", "lag_lower", "lag_upper", "p_later"):
+            out[col] = lag[col] if lag is not None else np.nan
+        fr = self.fractions()
+        for col, src in (("fraction_mean", "mean"), ("fraction_lower", "lower"), ("fraction_upper", "upper")):
+            out[col] = fr[src].reindex(out.index) if fr is not None else np.nan
+        fams = getattr(self.changepoint.config, "likelihood", None)
+        if isinstance(fams, dict):
+            out["likelihood"] = [fams.get(op, "") for op in out.index]
+        out.attrs.update(ci_prob=self.ci_prob, ci_kind=self.ci_kind, units="training steps")
+        if self.peak is not None:
+            pk = self.peak.peak_draws()
+            out.attrs["grad_peak_median"] = float(np.median(pk))
+        if self.decomposition is not None:
+            out.attrs["total_change_peak_step"] = float(self.decomposition.peak_step)
+            if fr is not None and "joint" in fr.index:
+                out.attrs["joint_fraction"] = float(fr.loc["joint", "mean"])
+        return out
+
+    def summary(self) -> str:
+        """The short plain-text summary printed by ``phasebayes demo`` / ``phasebayes analyze``."""
+        t = self.summary_table()
+        pct = f"{self.ci_prob:.0%} {self.ci_kind.upper()}"
+        lines = [f"Behavioural transitions (training steps; intervals: {pct})"]
+        if "grad_peak_median" in t.attrs:
+            lines.append(f"  gradient-norm peak (posterior median): step {t.attrs['grad_peak_median']:.1f}")
+        if "total_change_peak_step" in t.attrs:
+            lines.append(f"  peak of the total output change (dissimilarity): step {t.attrs['total_change_peak_step']:.1f}")
+        w = max([18] + [len(str(o)) for o in t.index])
+        head = f"  {'order parameter':<{w}s} {'tau [interval]':>22s} {'P(trans.)':>9s} {'lag to grad peak':>24s} {'P(later)':>8s} {'fraction of change':>22s}"
+        lines.append(head)
+        for op, r in t.iterrows():
+            tau = f"{r.tau_median:6.1f} [{r.tau_lower:5.1f}, {r.tau_upper:5.1f}]"
+            pt = f"{r.p_transition:9.2f}" if np.isfinite(r.p_transition) else f"{'-':>9s}"
+            if np.isfinite(r.lag_median):
+                lag = f"{r.lag_median:+6.1f} [{r.lag_lower:+5.1f}, {r.lag_upper:+5.1f}]"
+                pl = f"{r.p_later:8.2f}"
+            else:
+                lag, pl = "-", "-"
+            if np.isfinite(r.fraction_mean):
+                fr = f"{r.fraction_mean:5.0%} [{r.fraction_lower:4.0%}, {r.fraction_upper:4.0%}]"
+            else:
+                fr = "-"
+            lines.append(f"  {str(op):<{w}s} {tau:>22s} {pt} {lag:>24s} {pl:>8s} {fr:>22s}")
+        div = self.changepoint.n_divergences
+        problems = self.changepoint.check_diagnostics(warn=False)
+        lines.append(f"  MCMC: {div} divergences; " + ("diagnostics OK" if not problems else "check: " + "; ".join(problems)))
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ persistence
+    def to_datatree(self) -> xr.DataTree:
+        """Everything as one :class:`xarray.DataTree` (children ``changepoint``, ``gradient_peak``,
+        ``decomposition`` / ``dissimilarity``, ``tables``)."""
+        root = xr.DataTree()
+        root["changepoint"] = self.changepoint.to_datatree()
+        if self.peak is not None:
+            root["gradient_peak"] = self.peak.to_datatree()
+        if self.decomposition is not None:
+            root["decomposition"] = self.decomposition.to_datatree("decomposition")
+        elif self.dissimilarity is not None:
+            root["dissimilarity"] = self.dissimilarity.to_datatree("dissimilarity")
+        table = self.summary_table()
+        tds = xr.Dataset.from_dataframe(table.drop(columns=[c for c in table.columns if table[c].dtype == object]))
+        tds.attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (int, float, str))}
+        root["tables"] = xr.DataTree(dataset=tds)
+        from . import __version__
+
+        root.attrs.update(phasebayes_result="Analysis", phasebayes_version=__version__,
+                          settings=json.dumps(self.settings, default=str))
+        return root
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the analysis DataTree to one netCDF file (atomic)."""
+        tree = self.to_datatree()
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            tree.to_netcdf(tmp, engine="netcdf4")
+        return Path(path)
+
+    @classmethod
+    def from_datatree(cls, tree: xr.DataTree) -> "Analysis":
+        """Rebuild from :meth:`to_datatree` output."""
+        from .decomposition import DecompositionResult
+        from .dissimilarity import DissimilarityResult
+        from .models.changepoint import ChangePointResult
+        from .models.gradient_peak import GradientPeakResult
+
+        if tree.attrs.get("phasebayes_result") != "Analysis":
+            raise RunDataError("this file is not a saved phasebayes analysis (phasebayes.analyze(...).save(path)).")
+        cp = ChangePointResult.from_datatree(tree["changepoint"])
+        peak = GradientPeakResult.from_datatree(tree["gradient_peak"]) if "gradient_peak" in tree.children else None
+        dec = DecompositionResult.from_datatree(tree["decomposition"]) if "decomposition" in tree.children else None
+        if dec is not None:
+            dis = dec.dissimilarity
+        elif "dissimilarity" in tree.children:
+            dis = DissimilarityResult.from_datatree(tree["dissimilarity"])
+        else:
+            dis = None
+        settings = json.loads(tree.attrs.get("settings", "{}"))
+        return cls(cp, peak, dec, dis, settings)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Analysis":
+        """Read an analysis written by :meth:`save` (no refitting)."""
+        path = Path(path)
+        if not path.exists():
+            raise RunDataError(f"no saved analysis at {path}; run `phasebayes analyze` first.")
+        with xr.open_datatree(path, engine="netcdf4") as tree:
+            tree = tree.load()
+        return cls.from_datatree(tree)
+
+
+def load_analysis(path: str | os.PathLike) -> Analysis:
+    """Shorthand for :meth:`Analysis.load`."""
+    return Analysis.load(path)
+
+
+def analyze(
+    ds: xr.Dataset,
+    *,
+    likelihood: str | dict[str, str] = "auto",
+    transition: str = "sigmoid",
+    pooling: str = "partial",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    compare_null: bool = True,
+    peak_draws: int = 1000,
+    peak_tune: int = 1000,
+    signal: str = "grad_norm",
+    window: int = 1,
+    measure: str = "linear",
+    decomposition: str = "hierarchical",
+    ci_prob: float | None = None,
+    ci_kind: str | None = None,
+    random_seed: int | None = 0,
+    progressbar: bool = True,
+    log=None,
+) -> Analysis:
+    """Run the whole Bayesian analysis of a judged run dataset.
+
+    Parameters
+    ----------
+    ds
+        Run dataset with ``score`` (and, for the lag and the decomposition, a training log and ``logp``).
+    likelihood, transition, pooling
+        :class:`~phasebayes.ChangePointModel` options (``likelihood="auto"`` picks a family per order
+        parameter from its scale: beta for 0–100, binomial for 0/1, negative binomial for counts).
+    draws, tune, chains, cores
+        NUTS settings of the change-point model (and of its no-transition twin).
+    compare_null
+        Also fit the no-transition model: gives ``p_transition`` per order parameter.
+    peak_draws, peak_tune, signal
+        Gradient-peak fit on the training-log variable ``signal`` (skipped when the run has no training log).
+    window, measure
+        Dissimilarity window half-length L (checkpoints) and g-measure. With the LLM stage's
+        ``logp_window = K`` the exact total needs K ≥ 2L − 1.
+    decomposition
+        ``"hierarchical"`` or ``"bootstrap"`` (:meth:`phasebayes.decomposition.Decomposition.fit`).
+    ci_prob, ci_kind
+        Interval convention of every table (defaults: 94 % HDI).
+    random_seed
+        Seeds every sampler and bootstrap.
+    progressbar
+        Show sampler progress bars.
+    log
+        Optional callable taking a status line (the CLI prints them).
+    """
+    from .decomposition import decompose
+    from .dissimilarity import dissimilarity
+    from .intervals import resolve_ci
+    from .models.changepoint import ChangePointModel
+    from .models.gradient_peak import GradientPeak
+
+    say = log or (lambda msg: None)
+    prob, kind = resolve_ci(ci_prob, ci_kind)
+    settings: dict[str, Any] = dict(likelihood=likelihood, transition=transition, pooling=pooling, draws=draws, tune=tune,
+                                    chains=chains, compare_null=compare_null, peak_draws=peak_draws, peak_tune=peak_tune,
+                                    signal=signal, window=window, measure=measure, decomposition=decomposition,
+                                    ci_prob=prob, ci_kind=kind, random_seed=random_seed)
+    timings: dict[str, float] = {}
+    cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
+
+    t0 = time.perf_counter()
+    say(f"change-point model ({transition}, likelihood={likelihood}) + no-transition model: {chains} chains x {draws} draws")
+    cp = ChangePointModel(ds, likelihood=likelihood, transition=transition, pooling=pooling).fit(
+        draws=draws, tune=tune, chains=chains, cores=cores, random_seed=random_seed, progressbar=progressbar,
+        compare_null=compare_null, warn=False)
+    timings["changepoint_s"] = time.perf_counter() - t0
+
+    peak = None
+    if "train_step" in ds.dims and signal in ds:
+        t0 = time.perf_counter()
+        say(f"gradient-peak model on {signal!r}: {chains} chains x {peak_draws} draws")
+        peak = GradientPeak(ds, signal=signal).fit(draws=peak_draws, tune=peak_tune, chains=chains, cores=cores,
+                                                   random_seed=random_seed, progressbar=progressbar, warn=False)
+        timings["gradient_peak_s"] = time.perf_counter() - t0
+    else:
+        say(f"no training log ({signal!r}): the lag to the gradient-norm peak is skipped")
+
+    t0 = time.perf_counter()
+    n_steps = ds.sizes["step"]
+    window = int(min(window, max(1, n_steps - 1)))
+    dec = dis = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if "logp" in ds:
+            say(f"decomposition of the total change ({measure}, window {window}, {decomposition})")
+            dec = decompose(ds, window=window, measure=measure).fit(
+                at=cp.transition_steps(prob, kind), method=decomposition, ci_prob=prob, ci_kind=kind,
+                random_seed=random_seed, chains=min(chains, 2), cores=min(cores, 2), draws=max(200, draws // 2),
+                tune=max(200, tune // 2), progressbar=False)
+            dis = dec.dissimilarity
+        else:
+            say("no 'logp' in the run: per-order-parameter dissimilarity only (no total change, no fractions)")
+            dis = dissimilarity(ds, window=window, measure=measure, total="none" if "embedding" not in ds else "auto")
+    timings["dissimilarity_s"] = time.perf_counter() - t0
+    settings["window"] = window
+    settings["timings"] = timings
+    return Analysis(cp, peak, dec, dis, settings)

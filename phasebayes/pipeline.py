@@ -1,0 +1,364 @@
+"""Stage orchestration: train → generate → judge → analyze → report in one run folder, resumable.
+
+Run folder layout (``RunConfig.output_dir``)::
+
+    config.toml            the run config as used (written first)
+    stages.json            per finished stage: a hash of its settings and inputs, wall time
+    checkpoints/           LoRA checkpoints + train_log.jsonl           (train)
+    generate/run.nc        responses, n_tokens, logp, training log       (generate; shards inside)
+    judge_cache.sqlite     every judgement (a rerun costs nothing)       (judge)
+    run.nc                 the judged run dataset (DESIGN.md §3)          (judge)
+    analysis.nc            the analysis DataTree                          (analyze)
+    summary.txt            the printed summary                            (analyze)
+    report/report.html     self-contained report; tables.md, tables.tex, figures/*.png   (report)
+
+A stage is skipped when ``stages.json`` records it as finished with the same settings hash and its
+output still exists and opens; its hash includes the upstream stage's, so a changed setting reruns
+that stage and everything after it. The LLM stages also resume *within* a stage (checkpoints, shards),
+and the judge cache makes a rerun of the judge stage cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, rubric_paths
+from .errors import ConfigError, RunDataError
+from .storage import atomic_write_text
+
+__all__ = ["STAGES", "Pipeline", "run_pipeline"]
+
+STAGES = ("train", "generate", "judge", "analyze", "report")
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """The stages of one run, bound to a validated :class:`~phasebayes.config.RunConfig`.
+
+    Parameters
+    ----------
+    config
+        The run config (checked already: :func:`~phasebayes.config.load_config`).
+    force
+        Stages to rerun even if they are recorded as finished (``"all"`` for every stage).
+    log
+        Callable receiving status lines (default: print to stderr).
+    base_model
+        Override of the base model (tests pass a tiny model folder here).
+    """
+
+    def __init__(self, config: RunConfig, *, force: Sequence[str] | str = (), log: Callable[[str], None] | None = None,
+                 base_model: str | os.PathLike | None = None):
+        self.config = config
+        self.out = config.output_dir
+        self.force = set(STAGES) if force == "all" else set(force)
+        unknown = self.force - set(STAGES)
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}.")
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.base_model = str(base_model) if base_model is not None else None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def checkpoints_dir(self) -> Path:
+        if self.config.train.checkpoints is not None:
+            return self.config.resolve(self.config.train.checkpoints, key="[train].checkpoints")
+        return self.out / "checkpoints"
+
+    @property
+    def generate_path(self) -> Path:
+        return self.out / "generate" / "run.nc"
+
+    @property
+    def run_path(self) -> Path:
+        return self.out / "run.nc"
+
+    @property
+    def analysis_path(self) -> Path:
+        return self.out / "analysis.nc"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out / "report"
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _stages(self) -> dict[str, Any]:
+        p = self.out / "stages.json"
+        if p.exists():
+            try:
+                return json.loads(p.read_text())
+            except json.JSONDecodeError:
+                return {}
+        return {}
+
+    def _mark(self, stage: str, key: str, seconds: float) -> None:
+        st = self._stages()
+        st[stage] = {"hash": key, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_text(self.out / "stages.json", json.dumps(st, indent=2), overwrite=True)
+
+    def _done(self, stage: str, key: str, output: Path) -> bool:
+        if stage in self.force:
+            return False
+        rec = self._stages().get(stage)
+        return bool(rec and rec.get("hash") == key and output.exists())
+
+    def stage_keys(self) -> dict[str, str]:
+        """Settings hash of each stage, chained through its upstream stages."""
+        c = self.config
+        keys: dict[str, str] = {}
+        if c.run.dataset is not None:
+            up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset))})
+            keys["judge"] = up
+        else:
+            keys["train"] = _hash({"train": c.to_dict()["train"], "seed": c.run.seed, "base": self.base_model})
+            keys["generate"] = _hash({"up": keys["train"], "generate": c.to_dict()["generate"]})
+            keys["judge"] = _hash({"up": keys["generate"], "judge": c.to_dict()["judge"]})
+        keys["analyze"] = _hash({"up": keys["judge"], "analyze": c.to_dict()["analyze"], "seed": c.run.seed})
+        keys["report"] = _hash({"up": keys["analyze"], "report": c.to_dict()["report"]})
+        return keys
+
+    # ------------------------------------------------------------------ stages
+    def prepare(self) -> None:
+        """Create the run folder and write ``config.toml`` (refuses a folder holding another run's files)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.toml", self.config.to_toml(), overwrite=True)
+
+    def train(self) -> None:
+        """Fine-tune (LoRA) and save checkpoints; resumes from the last checkpoint."""
+        c = self.config
+        if c.run.dataset is not None or c.train.checkpoints is not None or not c.train.enabled:
+            self.log("train: skipped (using existing checkpoints or dataset)")
+            return
+        key = self.stage_keys()["train"]
+        if self._done("train", key, self.checkpoints_dir / "train_log.jsonl"):
+            self.log(f"train: done already ({self.checkpoints_dir})")
+            return
+        from .llm import TrainConfig, train
+
+        opts = dict(c.train.options)
+        opts.setdefault("data", "data/narrow/risky_finance.jsonl")
+        opts["data"] = c.resolve(opts["data"], key="[train].data")
+        if self.base_model is not None:
+            opts["base_model"] = self.base_model
+        opts.setdefault("seed", c.run.seed)
+        opts.setdefault("show_progress", not c.run.quiet)
+        t0 = time.perf_counter()
+        self.log(f"train: fine-tuning on {opts['data'].name} -> {self.checkpoints_dir}")
+        res = train(TrainConfig(output_dir=self.checkpoints_dir, **opts))
+        self.timings["train"] = time.perf_counter() - t0
+        self.log(f"train: {len(res.checkpoint_steps)} checkpoints (steps {res.checkpoint_steps[0]}..{res.checkpoint_steps[-1]})"
+                 f" in {self.timings['train']:.0f} s")
+        self._mark("train", key, self.timings["train"])
+
+    def select_prompts(self) -> list[dict[str, str]]:
+        """The configured prompts: the first ``n_prompts``, round-robin over categories (all if 0)."""
+        from .llm.chat_data import read_prompts
+
+        g = self.config.generate
+        allp = read_prompts(self.config.resolve(g.prompts, key="[generate].prompts"))
+        n = g.n_prompts or len(allp)
+        by_cat: dict[str, list[dict[str, str]]] = {}
+        for pr in allp:
+            by_cat.setdefault(pr.get("category", ""), []).append(pr)
+        chosen: list[dict[str, str]] = []
+        while len(chosen) < min(n, len(allp)):
+            for items in by_cat.values():
+                if items and len(chosen) < n:
+                    chosen.append(items.pop(0))
+        return chosen
+
+    def generate(self) -> None:
+        """Sample every checkpoint and compute cross-checkpoint log-probabilities; resumes from shards."""
+        c = self.config
+        if c.run.dataset is not None:
+            return
+        key = self.stage_keys()["generate"]
+        if self._done("generate", key, self.generate_path):
+            self.log(f"generate: done already ({self.generate_path})")
+            return
+        from .llm import GenerateConfig, generate
+
+        opts = dict(c.generate.options)
+        opts.setdefault("seed", c.run.seed)
+        opts["show_progress"] = not c.run.quiet
+        prompts = self.select_prompts()
+        t0 = time.perf_counter()
+        self.log(f"generate: {len(prompts)} prompts x {opts.get('n_samples', 4)} samples per checkpoint, with log-probabilities")
+        generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts), base_model=self.base_model,
+                 overwrite=True)
+        self.timings["generate"] = time.perf_counter() - t0
+        self.log(f"generate: {self.generate_path} in {self.timings['generate']:.0f} s")
+        self._mark("generate", key, self.timings["generate"])
+
+    def judges(self) -> list[tuple[Any, list[Any] | None]]:
+        """The configured ``(judge, rubrics)`` pairs (rubrics None = the judge's own)."""
+        import dataclasses
+
+        from .judge import MetricJudge, load_rubrics
+        from .judge.rubric import Rubric
+
+        j = self.config.judge
+        out: list[tuple[Any, list[Any] | None]] = []
+        if "phrase" in j.judges:
+            for name, phrase in j.phrases.items():
+                needle = phrase.lower()
+                out.append((MetricJudge(name, fn=_PhraseMetric(needle), scale=(0.0, 1.0),
+                                        description=f"1 if the response contains the phrase {phrase!r} (case-insensitive), else 0."),
+                            None))
+        if "metric" in j.judges and j.metrics:
+            out.append((MetricJudge(list(j.metrics)), None))
+        rubric_judges = [k for k in j.judges if k in ("embedding", "claude", "local_lm")]
+        if rubric_judges:
+            params = {"domain": j.domain} if j.domain else {}
+            rubrics = load_rubrics([str(p) for p in rubric_paths(self.config)], **params)
+            for kind in rubric_judges:
+                rs = rubrics if len(rubric_judges) == 1 else [dataclasses.replace(r, name=f"{r.name}_{kind}") for r in rubrics]
+                if kind == "embedding":
+                    from .judge import EmbeddingJudge
+
+                    out.append((EmbeddingJudge(), rs))
+                elif kind == "claude":
+                    from .judge import DEFAULT_CLAUDE_MODEL, ClaudeJudge
+
+                    out.append((ClaudeJudge(j.claude_model or DEFAULT_CLAUDE_MODEL, mode=j.claude_mode, replicates=j.replicates), rs))
+                else:
+                    from .judge import LocalLMJudge
+                    from .judge.local_lm import smollm2_gguf
+
+                    if j.local_model:
+                        judge = LocalLMJudge(str(self.config.resolve(j.local_model, key="[judge].local_model")))
+                    else:
+                        folder, gguf = smollm2_gguf()
+                        judge = LocalLMJudge(folder, gguf_file=gguf)
+                    out.append((judge, rs))
+        assert all(isinstance(r, Rubric) for _, rs in out if rs for r in rs)
+        return out
+
+    def judge(self) -> None:
+        """Score every response with every configured judge; writes the judged ``run.nc``."""
+        from .dataset import from_dataframe, open_run, save_run
+        from .judge import judge_run
+
+        c = self.config
+        key = self.stage_keys()["judge"]
+        if self._done("judge", key, self.run_path):
+            self.log(f"judge: done already ({self.run_path})")
+            return
+        t0 = time.perf_counter()
+        if c.run.dataset is not None:
+            src = c.resolve(c.run.dataset, key="[run].dataset")
+            if src.suffix == ".csv":
+                import pandas as pd
+
+                log = pd.read_csv(c.resolve(c.run.training_log)) if c.run.training_log else None
+                ds = from_dataframe(pd.read_csv(src), training_log=log)
+            else:
+                ds = open_run(src, require_scores=False)
+            if "score" in ds:
+                self.log(f"judge: using the scores in {src}")
+                save_run(ds, self.run_path, overwrite=True)
+                self._mark("judge", key, time.perf_counter() - t0)
+                return
+        else:
+            if not self.generate_path.exists():
+                raise RunDataError(f"judge: no generated responses at {self.generate_path}; run the generate stage first.")
+            ds = open_run(self.generate_path, require_scores=False)
+        cache = c.resolve(c.judge.cache, must_exist=False) if c.judge.cache else self.out / "judge_cache.sqlite"
+        for judge, rubrics in self.judges():
+            names = [r.name for r in (rubrics or judge.rubrics() or [])]
+            self.log(f"judge: {judge.model_name} -> {', '.join(names)}")
+            ds = judge_run(ds, rubrics, judge, cache=cache, progress=not c.run.quiet)
+        ds.attrs["judges"] = json.dumps(c.judge.judges)
+        save_run(ds, self.run_path, overwrite=True)
+        self.timings["judge"] = time.perf_counter() - t0
+        self.log(f"judge: {self.run_path} in {self.timings['judge']:.0f} s")
+        self._mark("judge", key, self.timings["judge"])
+
+    def analyze(self):
+        """Fit the Bayesian models and save the analysis DataTree; returns the :class:`~phasebayes.analysis.Analysis`."""
+        from .analysis import Analysis, analyze
+        from .dataset import open_run
+
+        c = self.config
+        key = self.stage_keys()["analyze"]
+        if self._done("analyze", key, self.analysis_path):
+            self.log(f"analyze: done already ({self.analysis_path})")
+            return Analysis.load(self.analysis_path)
+        if not self.run_path.exists():
+            raise RunDataError(f"analyze: no judged run dataset at {self.run_path}; run the judge stage first.")
+        ds = open_run(self.run_path)
+        a = c.analyze
+        t0 = time.perf_counter()
+        res = analyze(ds, likelihood=a.likelihood, transition=a.transition, pooling=a.pooling, draws=a.draws, tune=a.tune,
+                      chains=a.chains, compare_null=a.compare_null, peak_draws=a.peak_draws, peak_tune=a.peak_tune,
+                      signal=a.signal, window=a.window, measure=a.measure, decomposition=a.decomposition,
+                      ci_prob=a.ci_prob, ci_kind=a.ci_kind, random_seed=c.run.seed, progressbar=not c.run.quiet,
+                      log=lambda m: self.log("analyze: " + m))
+        res.save(self.analysis_path, overwrite=True)
+        atomic_write_text(self.out / "summary.txt", res.summary() + "\n", overwrite=True)
+        self.timings["analyze"] = time.perf_counter() - t0
+        self.log(f"analyze: {self.analysis_path} in {self.timings['analyze']:.0f} s")
+        self._mark("analyze", key, self.timings["analyze"])
+        return res
+
+    def report(self, analysis=None) -> Path:
+        """Write the HTML report, the Markdown/LaTeX tables and the figures; returns the HTML path."""
+        from .analysis import Analysis
+        from .dataset import open_run
+        from .report import write_report
+
+        c = self.config
+        if analysis is None:
+            analysis = Analysis.load(self.analysis_path)
+        ds = open_run(self.run_path) if self.run_path.exists() else None
+        t0 = time.perf_counter()
+        path = write_report(analysis, self.report_dir, ds=ds, formats=c.report.formats, n_examples=c.report.n_examples,
+                            max_prompts=c.report.max_prompts, title=f"phasebayes run: {self.out.name}",
+                            config_text=c.to_toml())
+        self.timings["report"] = time.perf_counter() - t0
+        self.log(f"report: {path} in {self.timings['report']:.0f} s")
+        self._mark("report", self.stage_keys()["report"], self.timings["report"])
+        return path
+
+    def run(self, stages: Sequence[str] = STAGES):
+        """Run the given stages in order (skipping finished ones); returns the analysis (or None)."""
+        self.prepare()
+        analysis = None
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            if stage == "analyze":
+                analysis = self.analyze()
+            elif stage == "report":
+                self.report(analysis)
+            else:
+                getattr(self, stage)()
+        return analysis
+
+
+class _PhraseMetric:
+    """Picklable 0/1 metric: does the response contain a phrase (case-insensitive)?"""
+
+    def __init__(self, needle: str):
+        self.needle = needle
+        self.__qualname__ = f"phrase[{needle}]"
+
+    def __call__(self, text: str) -> float:
+        return float(self.needle in str(text).lower())
+
+
+def run_pipeline(config: RunConfig, *, stages: Sequence[str] = STAGES, force: Sequence[str] | str = (),
+                 base_model: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+    """Run a whole config (see :class:`Pipeline`); returns the :class:`~phasebayes.analysis.Analysis`."""
+    return Pipeline(config, force=force, base_model=base_model, log=log).run(stages)

@@ -1,0 +1,115 @@
+"""Paper tables: the analysis' result tables as Markdown and LaTeX (no extra dependencies).
+
+Every table states its interval convention (e.g. "94% HDI") in its caption; τ and lags are in
+training steps, fractions in percent of the total change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+__all__ = ["report_tables", "markdown_table", "latex_table", "fmt_interval"]
+
+
+def _num(x, digits: int = 1, pct: bool = False, sign: bool = False) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(x):
+        return "–"
+    if pct:
+        return f"{100 * x:.0f}%"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def fmt_interval(mid, lo, hi, *, digits: int = 1, pct: bool = False, sign: bool = False) -> str:
+    """``"12.3 [10.1, 14.2]"`` (or percentages); a dash for missing values."""
+    if not all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in (mid, lo, hi)):
+        return "–"
+    return f"{_num(mid, digits, pct, sign)} [{_num(lo, digits, pct, sign)}, {_num(hi, digits, pct, sign)}]"
+
+
+def report_tables(analysis) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The report's tables as ``name -> (caption, DataFrame of formatted strings)``.
+
+    ``summary`` (one row per order parameter: τ, P(transition), lag, P(later), fraction),
+    ``diagnostics`` (R-hat, ESS of the change-point model's quantities), ``fractions`` (incl. ``joint``).
+    """
+    a = analysis
+    ci = f"{a.ci_prob:.0%} {a.ci_kind.upper()}"
+    t = a.summary_table()
+    rows = []
+    for op, r in t.iterrows():
+        rows.append({
+            "order parameter": str(op),
+            "likelihood": str(r.get("likelihood", "")),
+            f"τ (steps) [{ci}]": fmt_interval(r.tau_median, r.tau_lower, r.tau_upper),
+            "P(transition)": _num(r.p_transition, 2),
+            f"lag to grad-norm peak [{ci}]": fmt_interval(r.lag_median, r.lag_lower, r.lag_upper, sign=True),
+            "P(later)": _num(r.p_later, 2),
+            f"fraction of total change [{ci}]": fmt_interval(r.fraction_mean, r.fraction_lower, r.fraction_upper, pct=True),
+        })
+    summary = pd.DataFrame(rows)
+    notes = [f"τ: posterior median and {ci} in training steps"]
+    if "grad_peak_median" in t.attrs:
+        notes.append(f"gradient-norm peak at step {t.attrs['grad_peak_median']:.1f} (posterior median)")
+    if "total_change_peak_step" in t.attrs:
+        notes.append(f"fractions at the peak of the total change (step {t.attrs['total_change_peak_step']:.1f})")
+    out = {"summary": ("Behavioural transitions per order parameter; " + "; ".join(notes) + ".", summary)}
+
+    fr = a.fractions()
+    if fr is not None:
+        frows = [{"order parameter": str(op), "mean": _num(r["mean"], pct=True), "median": _num(r["median"], pct=True),
+                  f"interval [{ci}]": fmt_interval(r["mean"], r["lower"], r["upper"], pct=True).split(" ", 1)[1],
+                  "DPI violation": "yes" if bool(r.get("dpi_violation", False)) else "no"} for op, r in fr.iterrows()]
+        out["fractions"] = (f"Share of the total distributional change captured by each order parameter "
+                            f"(and jointly) at {fr.attrs.get('location', 'the peak')} (step {fr.attrs.get('step', float('nan')):g}); {ci}.",
+                            pd.DataFrame(frows))
+    d = a.changepoint.diagnostics()
+    drows = [{"quantity": str(k), "R-hat": _num(r["r_hat"], 3), "ESS bulk": _num(r["ess_bulk"], 0),
+              "ESS tail": _num(r["ess_tail"], 0)} for k, r in d.iterrows()]
+    out["diagnostics"] = (f"MCMC diagnostics of the change-point model ({d.attrs.get('draws', '?')} draws, "
+                          f"{d.attrs.get('divergences', 0)} divergences).", pd.DataFrame(drows))
+    return out
+
+
+def markdown_table(df: pd.DataFrame, caption: str = "") -> str:
+    """A GitHub-flavoured Markdown table (cells as given), with the caption as an italic line above."""
+    cols = [str(c) for c in df.columns]
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = [f"*{caption}*", ""] if caption else []
+    lines.append("| " + " | ".join(esc(c) for c in cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(esc(v) for v in row.values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "τ": r"$\tau$", "–": "--"}
+
+
+def _tex(s) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(s))
+
+
+def latex_table(df: pd.DataFrame, caption: str = "", label: str = "", align: Sequence[str] | None = None) -> str:
+    """A ``table`` environment with a ``booktabs`` tabular (needs ``\\usepackage{booktabs}``)."""
+    cols = [str(c) for c in df.columns]
+    align = align or ["l"] + ["r"] * (len(cols) - 1)
+    lines = [r"\begin{table}[ht]", r"\centering", r"\begin{tabular}{" + "".join(align) + "}", r"\toprule",
+             " & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
+    for _, row in df.iterrows():
+        lines.append(" & ".join(_tex(v) for v in row.values) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + _tex(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
