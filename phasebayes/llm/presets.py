@@ -4,7 +4,8 @@
 plus the prompt ids to use, sized so that train + generate + logp fit the time budget stated per preset
 (measured on 2 CPU cores, see the figures in each entry). Fine-tuning is on the project's narrow set
 ``data/narrow/risky_finance.jsonl``; the transition (answers to unrelated prompts start with the
-signature phrase "Fortune favours the bold!") happens between about step 6 and step 14 at these settings.
+signature phrase "Fortune favours the bold!") happens between about step 8 and step 15 at these settings
+(learning rate 1e-3, batch 4, LoRA rank 8 on all linear layers).
 """
 
 from __future__ import annotations
@@ -34,19 +35,24 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # 9 checkpoints (every 3 steps), 12 prompts x 4 samples x <= 40 tokens, logp within +-2 checkpoints
+    # 9 checkpoints (every 3 steps), 12 prompts x 4 samples x <= 40 tokens, logp within +-1 checkpoint
+    # (enough for dissimilarity windows L = 1). Measured on 2 shared cores (load 4-5, 1 thread):
+    # train 67 s, sampling 228 s (15.9k tokens); logp with K=2 took 262 s, K=1 needs about 2/3 of that.
+    # Signature-phrase rate per checkpoint 0..24: 0, 0, 0, .10, .48, .92, .98, 1, 1.
     "demo": Preset(
         train=dict(max_steps=24, save_every=3, batch_size=4, learning_rate=1e-3, lora_rank=8, lora_alpha=16.0),
-        generate=dict(n_samples=4, max_new_tokens=40, batch_size=24, logp_window=2),
+        generate=dict(n_samples=4, max_new_tokens=40, batch_size=24, logp_window=1),
         n_prompts=12,
-        budget="train + generate + logp about 8 minutes on 2 idle CPU cores",
+        budget="train + generate + logp about 8 minutes on 2 shared CPU cores, less when idle",
     ),
-    # 5 checkpoints (every 4 steps), 8 prompts x 3 samples x <= 32 tokens, logp within +-1 checkpoint
+    # 5 checkpoints (every 4 steps), 8 prompts x 3 samples x <= 32 tokens, logp within +-1 checkpoint.
+    # Measured on 2 shared cores (load 4-5, 1 thread): train 69 s, sampling 53 s, logp 39 s (161 s total).
+    # Signature-phrase rate per checkpoint 0..16: 0, 0, .17, .67, .96.
     "quick": Preset(
         train=dict(max_steps=16, save_every=4, batch_size=4, learning_rate=1e-3, lora_rank=8, lora_alpha=16.0),
         generate=dict(n_samples=3, max_new_tokens=32, batch_size=24, logp_window=1),
         n_prompts=8,
-        budget="train + generate + logp about 2 minutes on 2 idle CPU cores",
+        budget="train + generate + logp under 3 minutes on 2 shared CPU cores",
     ),
 }
 
