@@ -22,14 +22,20 @@ from .errors import (  # noqa: E402
 )
 from .simulate import SimulationTruth, simulate_run  # noqa: E402
 
+# Imported eagerly: the module and the function share a name, and a lazy import would let the module
+# object shadow the function once any code imports ``phasebayes.dissimilarity``.
+from .dissimilarity import dissimilarity  # noqa: E402
+
 _LAZY = {
     "ChangePointModel": "phasebayes.models.changepoint",
     "ChangePointResult": "phasebayes.models.changepoint",
     "GradientPeak": "phasebayes.models.gradient_peak",
     "GradientPeakResult": "phasebayes.models.gradient_peak",
     "load_result": "phasebayes.models.changepoint",
-    "dissimilarity": "phasebayes.dissimilarity",
+    "judge_run": "phasebayes.judge",
     "decompose": "phasebayes.decomposition",
+    "analyze": "phasebayes.analysis",
+    "Analysis": "phasebayes.analysis",
 }
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "OutputExistsError",
     "ConfigError",
     "DiagnosticsWarning",
+    "dissimilarity",
     *_LAZY,
 ]
 

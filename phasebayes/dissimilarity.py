@@ -1061,19 +1061,3 @@ def _find_node(tree: xr.DataTree, kind: str, child: str) -> xr.DataTree:
         if node.attrs.get("phasebayes_result") == kind:
             return node
     raise ModelSpecError(f"no {kind} node in this DataTree (looked for attrs phasebayes_result={kind!r}).")
-
-
-# ``phasebayes/__init__.py`` exports the function ``dissimilarity`` lazily from this module of the same
-# name. Importing the module binds ``phasebayes.dissimilarity`` to the *module* (Python sets the
-# submodule attribute on the package after the first import), which would shadow the function. Making
-# the module callable keeps ``pb.dissimilarity(ds, ...)`` working either way.
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
-
-
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs) -> DissimilarityResult:
-        return dissimilarity(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule

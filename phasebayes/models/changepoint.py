@@ -361,7 +361,7 @@ class ChangePointModel:
         cores: int | None = None,
         random_seed: int | None = None,
         sampler: str = "auto",
-        target_accept: float = 0.9,
+        target_accept: float = 0.95,
         progressbar: bool = True,
         compare_null: bool = False,
         warn: bool = True,
@@ -503,8 +503,7 @@ def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_a
         )
         if initvals:
             kwargs["initvals"] = initvals
-        if sampler == "nutpie":
-            kwargs["nuts_sampler"] = "nutpie"
+        kwargs["nuts_sampler"] = sampler  # explicit: PyMC 6 silently prefers nutpie when installed
         idata = pm.sample(**kwargs)
     posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
     stats = idata["sample_stats"].to_dataset() if hasattr(idata["sample_stats"], "to_dataset") else idata["sample_stats"]
@@ -838,7 +837,7 @@ class ChangePointResult:
             order_parameters=self.order_parameters, threshold=self.config.threshold, below=self.config.below,
             priors=self.config.priors,
         )
-        posterior, stats = _sample(null.build(), target_accept=0.9, **sample_kwargs)
+        posterior, stats = _sample(null.build(), target_accept=0.95, **sample_kwargs)
         null_result = ChangePointResult._from_samples(null, posterior, stats)
         self.extra["null_log_likelihood"] = null_result.extra["log_likelihood"]
         return null_result
