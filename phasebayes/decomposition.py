@@ -52,6 +52,7 @@ from .dissimilarity import (
     discrete_divergence,
     plot_peak_vs_tau,
 )
+from .intervals import interval_along as interval
 from .errors import DiagnosticsWarning, ModelSpecError, RunDataError
 
 __all__ = ["decompose", "Decomposition", "DecompositionResult", "DPIViolationWarning", "interval"]
@@ -64,36 +65,6 @@ class DPIViolationWarning(UserWarning):
 # ----------------------------------------------------------------------------------------------------
 # numpy helpers
 # ----------------------------------------------------------------------------------------------------
-
-
-def interval(draws: np.ndarray, prob: float = defaults.CI_PROB, kind: str = defaults.CI_KIND, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Credible interval of ``draws`` along ``axis``: ``"hdi"`` (shortest interval holding ``prob``)
-    or ``"eti"`` (equal tails). NaN draws are ignored; all-NaN gives NaN. Returns ``(lower, upper)``."""
-    if not 0 < prob < 1:
-        raise ModelSpecError(f"ci_prob must be in (0, 1), got {prob!r}.")
-    if kind not in ("hdi", "eti"):
-        raise ModelSpecError(f"ci_kind must be 'hdi' or 'eti', got {kind!r}.")
-    x = np.moveaxis(np.asarray(draws, dtype=float), axis, -1)
-    if kind == "eti":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo = np.nanquantile(x, (1 - prob) / 2, axis=-1)
-            hi = np.nanquantile(x, 1 - (1 - prob) / 2, axis=-1)
-        return lo, hi
-    xs = np.sort(x, axis=-1)  # NaN sorted last
-    n = np.isfinite(xs).sum(-1)
-    flat = xs.reshape(-1, xs.shape[-1])
-    nf = n.reshape(-1)
-    lo = np.full(len(flat), np.nan)
-    hi = np.full(len(flat), np.nan)
-    for i, (row, m) in enumerate(zip(flat, nf)):
-        if m == 0:
-            continue
-        k = max(int(np.ceil(prob * m)), 1)
-        widths = row[k - 1 : m] - row[: m - k + 1]
-        j = int(np.argmin(widths))
-        lo[i], hi[i] = row[j], row[j + k - 1]
-    return lo.reshape(n.shape), hi.reshape(n.shape)
 
 
 def _side_sums(x: np.ndarray, window: int, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from . import defaults
 from .errors import ModelSpecError
 
-__all__ = ["interval", "summarize_draws", "resolve_ci"]
+__all__ = ["interval", "interval_along", "summarize_draws", "resolve_ci"]
 
 
 def resolve_ci(ci_prob: float | None, ci_kind: str | None) -> tuple[float, str]:
@@ -22,22 +24,42 @@ def resolve_ci(ci_prob: float | None, ci_kind: str | None) -> tuple[float, str]:
     return prob, kind
 
 
-def interval(draws: np.ndarray, ci_prob: float | None = None, ci_kind: str | None = None) -> tuple[float, float]:
-    """Credible interval of 1-d ``draws``: highest-density (shortest) or equal-tailed."""
-    prob, kind = resolve_ci(ci_prob, ci_kind)
-    x = np.sort(np.asarray(draws, dtype=float).ravel())
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (np.nan, np.nan)
+def interval_along(draws: np.ndarray, prob: float = defaults.CI_PROB, kind: str = defaults.CI_KIND, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Credible interval of ``draws`` along ``axis``: ``"hdi"`` (shortest interval holding ``prob``)
+    or ``"eti"`` (equal tails). NaN draws are ignored; all-NaN gives NaN. Returns ``(lower, upper)``."""
+    if not 0 < prob < 1:
+        raise ModelSpecError(f"ci_prob must be in (0, 1), got {prob!r}.")
+    if kind not in ("hdi", "eti"):
+        raise ModelSpecError(f"ci_kind must be 'hdi' or 'eti', got {kind!r}.")
+    x = np.moveaxis(np.asarray(draws, dtype=float), axis, -1)
     if kind == "eti":
-        lo, hi = np.quantile(x, [(1 - prob) / 2, 1 - (1 - prob) / 2])
-        return float(lo), float(hi)
-    m = int(np.ceil(prob * x.size))
-    if m >= x.size:
-        return float(x[0]), float(x[-1])
-    widths = x[m - 1 :] - x[: x.size - m + 1]
-    i = int(np.argmin(widths))
-    return float(x[i]), float(x[i + m - 1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo = np.nanquantile(x, (1 - prob) / 2, axis=-1)
+            hi = np.nanquantile(x, 1 - (1 - prob) / 2, axis=-1)
+        return lo, hi
+    xs = np.sort(x, axis=-1)  # NaN sorted last
+    n = np.isfinite(xs).sum(-1)
+    flat = xs.reshape(-1, xs.shape[-1])
+    nf = n.reshape(-1)
+    lo = np.full(len(flat), np.nan)
+    hi = np.full(len(flat), np.nan)
+    for i, (row, m) in enumerate(zip(flat, nf)):
+        if m == 0:
+            continue
+        k = max(int(np.ceil(prob * m)), 1)
+        widths = row[k - 1 : m] - row[: m - k + 1]
+        j = int(np.argmin(widths))
+        lo[i], hi[i] = row[j], row[j + k - 1]
+    return lo.reshape(n.shape), hi.reshape(n.shape)
+
+
+
+def interval(draws: np.ndarray, ci_prob: float | None = None, ci_kind: str | None = None) -> tuple[float, float]:
+    """Credible interval of all ``draws`` (flattened): highest-density (shortest) or equal-tailed."""
+    prob, kind = resolve_ci(ci_prob, ci_kind)
+    lo, hi = interval_along(np.asarray(draws, dtype=float).ravel(), prob, kind)
+    return float(lo), float(hi)
 
 
 def summarize_draws(
