@@ -297,6 +297,9 @@ def test_adapter_disabled_logp_equals_base(tiny):
     base = sequence_logprobs(plain, prompts, resp, **kw)
     np.testing.assert_array_equal(disabled, base)
     assert not np.allclose(tuned, base)
+    switcher.activate(4)  # re-enabling the adapter layers after the base checkpoint
+    switcher.activate(6)
+    np.testing.assert_array_equal(sequence_logprobs(switcher.model, prompts, resp, **kw), tuned)
     # checkpoint-0 (untrained LoRA, B = 0) is the base model too
     switcher0 = CheckpointSwitcher(load_base_model(tiny["base"])[0], find_checkpoints(tiny["ckpt"]))
     np.testing.assert_allclose(sequence_logprobs(switcher0.activate(0), prompts, resp, **kw), base, atol=1e-10)

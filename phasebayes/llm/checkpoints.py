@@ -153,6 +153,8 @@ class CheckpointSwitcher:
         self.active_step: int | None = None
         self._slots: dict[str, str] = {}
         self._base_state: dict[str, Any] | None = None
+        self._slot_params: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self._adapters_enabled = True
         if self.kind == "lora":
             from peft import PeftModel
 
@@ -204,14 +206,46 @@ class CheckpointSwitcher:
         self.active_step = step
         return self.model
 
+    def _copy_into_slot(self, slot: str, tensors: dict[str, Any]) -> bool:
+        """Copy plain LoRA A/B tensors straight into the slot's parameters (the fast path of a swap).
+
+        Returns False (the caller then uses peft's general loader) when a key does not map onto a
+        parameter of the slot one to one, e.g. for DoRA magnitudes or embedding adapters.
+        """
+        import torch
+
+        mapping = self._slot_params.get((slot, tuple(tensors)))
+        if mapping is None:
+            named = dict(self.model.named_parameters())
+            live = {n for n in named if f".{slot}." in n or n.endswith(f".{slot}")}
+            mapping = {}
+            for key in tensors:
+                name = key[: -len(".weight")] + f".{slot}.weight" if key.endswith(".weight") else f"{key}.{slot}"
+                if name not in named:
+                    return False
+                mapping[key] = named[name]
+            if len(mapping) != len(live):
+                return False
+            self._slot_params[(slot, tuple(tensors))] = mapping
+        with torch.no_grad():
+            for key, value in tensors.items():
+                param = mapping[key]
+                if param.shape != value.shape:
+                    raise ConfigError(f"adapter tensor {key} has shape {tuple(value.shape)}, the slot has {tuple(param.shape)}.")
+                param.copy_(value)
+        return True
+
     def _activate_lora(self, ckpt: Checkpoint) -> None:
         from peft import set_peft_model_state_dict
 
         lora_model = self.model.base_model
         if ckpt.kind == BASE_KIND:
             lora_model.disable_adapter_layers()
+            self._adapters_enabled = False
             return
-        lora_model.enable_adapter_layers()
+        if not self._adapters_enabled:
+            lora_model.enable_adapter_layers()
+            self._adapters_enabled = True
         cfg = ckpt.adapter_config or {}
         sig = _lora_signature(cfg)
         slot = self._slots.get(sig)
@@ -221,7 +255,14 @@ class CheckpointSwitcher:
             self._slots[sig] = slot
             self._loaded_in[slot] = ckpt.step
         elif self._loaded_in.get(slot) != ckpt.step:
-            result = set_peft_model_state_dict(self.model, self._tensors(ckpt), adapter_name=slot)
+            tensors = self._tensors(ckpt)
+            if self._copy_into_slot(slot, tensors):
+                self._loaded_in[slot] = ckpt.step
+                if self.model.active_adapter != slot:
+                    self.model.set_adapter(slot)
+                    self.model.eval()
+                return
+            result = set_peft_model_state_dict(self.model, tensors, adapter_name=slot)
             unexpected = getattr(result, "unexpected_keys", None) or []
             missing = [k for k in (getattr(result, "missing_keys", None) or []) if "lora_" in k and f".{slot}." in k]
             if unexpected or missing:
