@@ -13,7 +13,8 @@ __all__ = ["report_figures", "plot_ppc"]
 def _plt():
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+    backend = matplotlib.get_backend().lower()
+    if backend != "agg" and "inline" not in backend and "ipympl" not in backend and "widget" not in backend:
         try:
             matplotlib.use("Agg", force=False)
         except Exception:  # pragma: no cover
