@@ -43,7 +43,7 @@ def token_logprobs(
     temperature: float = 1.0,
     pad_token_id: int = 0,
     batch_size: int = 16,
-    max_batch_tokens: int | None = 16384,
+    max_batch_tokens: int | None = 4096,
     share_prompts: bool = True,
 ) -> list[np.ndarray]:
     """Per-token log-probabilities (float64 arrays of length ``len(response)``) of each response.
@@ -203,7 +203,7 @@ def sequence_logprobs(
     temperature: float = 1.0,
     pad_token_id: int = 0,
     batch_size: int = 16,
-    max_batch_tokens: int | None = 16384,
+    max_batch_tokens: int | None = 4096,
     share_prompts: bool = True,
 ) -> np.ndarray:
     """Summed log-probability (nats, float64, shape ``(n,)``) of each response given its prompt.
