@@ -36,10 +36,9 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # 9 checkpoints (every 3 steps), 12 prompts x 4 samples x <= 40 tokens, logp within +-1 checkpoint
-    # (enough for dissimilarity windows L = 1). Measured on 2 shared cores (load 4-5, 1 thread):
-    # train 67 s, sampling 228 s (15.9k tokens, batch 24; batch 48 is ~20% faster); logp with K=2 took
-    # 262 s, K=1 needs about 2/3 of that.
-    # Signature-phrase rate per checkpoint 0..24: 0, 0, 0, .10, .48, .92, .98, 1, 1.
+    # (enough for dissimilarity windows L = 1). Measured on 2 shared cores (load 2-4, 1 thread): train 83 s,
+    # sampling 154 s (15.7k tokens), logp 155 s (1200 sequences): 392 s in all (313 CPU-s).
+    # Signature-phrase rate per checkpoint 0..24: 0, 0, .02, .08, .56, .96, .96, 1, .98.
     "demo": Preset(
         train=dict(max_steps=24, save_every=3, batch_size=4, learning_rate=1e-3, lora_rank=8, lora_alpha=16.0),
         generate=dict(n_samples=4, max_new_tokens=40, batch_size=48, logp_window=1),
