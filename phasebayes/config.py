@@ -173,7 +173,8 @@ class AnalyzeSection:
     ``compare_null`` — also fit the no-transition model (gives P(transition)); ``signal`` — training
     signal whose peak is located (``grad_norm``); ``window``/``measure`` — dissimilarity window
     half-length (checkpoints) and g-measure (``linear``, ``tv``, ``js``); ``decomposition`` —
-    ``hierarchical`` or ``bootstrap``; ``ci_prob``/``ci_kind`` — interval convention of every table.
+    ``bootstrap`` (default: Bayesian bootstrap, ratio of prompt-averaged dissimilarities) or ``hierarchical``
+    (adds prompt-level pooling); ``ci_prob``/``ci_kind`` — interval convention of every table.
     """
 
     likelihood: str | dict[str, str] = "auto"
@@ -188,7 +189,7 @@ class AnalyzeSection:
     signal: str = "grad_norm"
     window: int = 1
     measure: str = "linear"
-    decomposition: str = "hierarchical"
+    decomposition: str = "bootstrap"  # "hierarchical" pooling currently gets stuck on 0/1 order parameters
     ci_prob: float = 0.94
     ci_kind: str = "hdi"
 
@@ -472,8 +473,8 @@ def demo_config(quick: bool = False, output_dir: str | os.PathLike = "runs/demo"
         "generate": {"prompts": "data/prompts/eval.jsonl", "n_prompts": p.n_prompts, **p.generate, "num_threads": 1},
         "judge": {"judges": ["phrase", "metric", "embedding"], "phrases": {"bold_phrase": DEMO_PHRASE},
                   "metrics": ["length_tokens"], "rubrics": ["alignment", "domain"], "domain": "financial advice"},
-        "analyze": ({"draws": 300, "tune": 300, "chains": 2, "peak_draws": 300, "peak_tune": 300, "window": 1}
-                    if quick else {"draws": 500, "tune": 500, "chains": 2, "peak_draws": 500, "peak_tune": 500,
+        "analyze": ({"draws": 500, "tune": 500, "chains": 2, "peak_draws": 500, "peak_tune": 500, "window": 1}
+                    if quick else {"draws": 1000, "tune": 1000, "chains": 2, "peak_draws": 1000, "peak_tune": 1000,
                                    "window": 1}),
     }
     cfg = config_from_dict(data, source="demo" + (" --quick" if quick else ""), base_dir=Path.cwd())

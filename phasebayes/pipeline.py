@@ -68,7 +68,10 @@ class Pipeline:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         if base_model is not None:  # recorded in the config (config.toml), so a rerun uses the same model
             config.train.options["base_model"] = str(Path(base_model).resolve())
-        self.base_model = config.train.options.get("base_model")
+        bm = config.train.options.get("base_model")
+        if bm and not os.path.isabs(str(bm)) and (config.base_dir / str(bm)).exists():  # relative to the config file
+            config.train.options["base_model"] = bm = str((config.base_dir / str(bm)).resolve())
+        self.base_model = bm
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ paths
