@@ -316,3 +316,27 @@ def test_predictions_and_plots(fitted):
     res.plot_tau()
     diag = res.diagnostics()
     assert {"r_hat", "ess_bulk", "ess_tail"} <= set(diag.columns) and "divergences" in diag.attrs
+
+
+def test_random_seed_reproducible():
+    ds, _ = pb.simulate_run(n_steps=6, n_prompts=2, n_samples=4, order_parameters=["a"], seed=8)
+    kw = dict(draws=50, tune=50, chains=2, progressbar=False, warn=False)
+    r1 = pb.ChangePointModel(ds).fit(random_seed=42, **kw)
+    r2 = pb.ChangePointModel(ds).fit(random_seed=42, **kw)
+    r3 = pb.ChangePointModel(ds).fit(random_seed=43, **kw)
+    np.testing.assert_array_equal(r1.draws("tau"), r2.draws("tau"))
+    assert not np.array_equal(r1.draws("tau"), r3.draws("tau"))
+
+
+def test_centered_and_noncentered_agree():
+    ds, truth = pb.simulate_run(n_steps=12, n_prompts=3, n_samples=40, order_parameters=["a"], tau=450.0,
+                                prompt_tau_sd=10.0, prompt_level_sd=0.2, seed=12)
+    res = {p: pb.ChangePointModel(ds, parametrization=p).fit(random_seed=0, **FAST, warn=False)
+           for p in ("centered", "noncentered")}
+    assert "tau_prompt_unit" in res["centered"].posterior and "z_tau" in res["noncentered"].posterior
+    a, b = (res[p].transition_steps().loc["a"] for p in ("centered", "noncentered"))
+    assert abs(a["median"] - b["median"]) < 0.5 * b["sd"] + 2
+    assert abs(a["sd"] - b["sd"]) < 0.35 * b["sd"]
+    pa = res["centered"].prompt_transition_steps()["median"].values
+    pb_ = res["noncentered"].prompt_transition_steps()["median"].values
+    np.testing.assert_allclose(pa, pb_, atol=10)

@@ -79,6 +79,7 @@ class ModelConfig:
     below: bool = True
     priors: dict[str, float] = field(default_factory=dict)
     order_parameters: list[str] = field(default_factory=list)
+    parametrization: str = "auto"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -122,6 +123,12 @@ class ChangePointModel:
         (``below=True``) or ``score > threshold``.
     priors
         Overrides of prior scales (keys in :attr:`DEFAULT_PRIORS`).
+    parametrization
+        Prompt-level effects ``"centered"`` (best when every prompt has many scores),
+        ``"noncentered"`` (zero-sum offsets; best for sparse data) or ``"auto"`` (centred when cells hold
+        ≥ 40 scores on average; measured: at 100 steps × 8 prompts × 50 samples the non-centred form
+        needs 55 leapfrog steps per draw and the centred one 15; at 12 samples per cell the centred
+        form diverges). Same model, different sampler geometry.
     """
 
     DEFAULT_PRIORS: dict[str, float] = {
@@ -147,8 +154,11 @@ class ChangePointModel:
         threshold: float | None = None,
         below: bool = True,
         priors: dict[str, float] | None = None,
+        parametrization: str = "auto",
     ):
         validate(ds)
+        if parametrization not in ("auto", "centered", "noncentered"):
+            raise ModelSpecError(f"parametrization must be 'auto', 'centered' or 'noncentered', got {parametrization!r}.")
         if transition not in TRANSITIONS + ("none",):
             raise ModelSpecError(f"transition must be one of {TRANSITIONS}, got {transition!r}.")
         if pooling is True:
@@ -177,6 +187,7 @@ class ChangePointModel:
             below=below,
             priors={**self.DEFAULT_PRIORS, **(priors or {})},
             order_parameters=ops,
+            parametrization=parametrization,
         )
         self.ds = ds
         self.order_parameters = ops
@@ -208,6 +219,10 @@ class ChangePointModel:
             self.groups.setdefault(fams[op], []).append(k)
         self.groups = {f: np.array(ix) for f, ix in self.groups.items()}
         self.stats: dict[str, CellStats] = {f: sufficient_statistics(f, self.obs[ix]) for f, ix in self.groups.items()}
+        # Prompt-level effects: centred when each prompt's curve is well identified by its own data
+        # (many scores per prompt), non-centred (zero-sum offsets) when the data are sparse.
+        per_cell = float(np.isfinite(self.obs).sum(-1).mean())
+        self.centered = parametrization == "centered" or (parametrization == "auto" and per_cell >= 40)
         # data summaries used by priors (per order parameter)
         self.data_mean = np.array([np.nanmean(self.obs[k]) for k in range(len(ops))])
         self.data_sd = np.array([max(np.nanstd(self.obs[k]), 1e-6) for k in range(len(ops))])
@@ -278,15 +293,24 @@ class ChangePointModel:
             has_transition = cfg.transition != "none"
             if has_transition:
                 level_after = pm.Normal("level_after_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
+            centered = self.centered
             if partial:
                 scale = np.array([self._prompt_level_scale(k) for k in range(K)])
                 sd_b = pm.HalfNormal("sigma_before_link", sigma=scale, dims="order_parameter")
-                z_b = pm.ZeroSumNormal("z_before", dims=("order_parameter", "prompt"))
-                lb = level_before[:, None] + sd_b[:, None] * z_b
+                if centered:
+                    lb = pm.Normal("before_prompt_link", mu=level_before[:, None], sigma=sd_b[:, None],
+                                   dims=("order_parameter", "prompt"))
+                else:
+                    z_b = pm.ZeroSumNormal("z_before", dims=("order_parameter", "prompt"))
+                    lb = level_before[:, None] + sd_b[:, None] * z_b
                 if has_transition:
                     sd_a = pm.HalfNormal("sigma_after_link", sigma=scale, dims="order_parameter")
-                    z_a = pm.ZeroSumNormal("z_after", dims=("order_parameter", "prompt"))
-                    la = level_after[:, None] + sd_a[:, None] * z_a
+                    if centered:
+                        la = pm.Normal("after_prompt_link", mu=level_after[:, None], sigma=sd_a[:, None],
+                                       dims=("order_parameter", "prompt"))
+                    else:
+                        z_a = pm.ZeroSumNormal("z_after", dims=("order_parameter", "prompt"))
+                        la = level_after[:, None] + sd_a[:, None] * z_a
             else:
                 lb = pt.repeat(level_before[:, None], P, axis=1)
                 if has_transition:
@@ -298,8 +322,12 @@ class ChangePointModel:
                 width_u = pm.LogNormal("width_unit", mu=np.log(w0), sigma=cfg.priors["width_log_sd"], dims="order_parameter")
                 if partial:
                     s_tau = pm.HalfNormal("sigma_tau_unit", sigma=cfg.priors["sigma_tau_frac"], dims="order_parameter")
-                    z_tau = pm.ZeroSumNormal("z_tau", dims=("order_parameter", "prompt"))
-                    tau_kp = tau_u[:, None] + s_tau[:, None] * z_tau
+                    if centered:
+                        tau_kp = pm.Normal("tau_prompt_unit", mu=tau_u[:, None], sigma=s_tau[:, None],
+                                           dims=("order_parameter", "prompt"))
+                    else:
+                        z_tau = pm.ZeroSumNormal("z_tau", dims=("order_parameter", "prompt"))
+                        tau_kp = tau_u[:, None] + s_tau[:, None] * z_tau
                 else:
                     tau_kp = pt.repeat(tau_u[:, None], P, axis=1)
                 s = pt.sigmoid((self.u[None, :, None] - tau_kp[:, None, :]) / width_u[:, None, None])  # (K,T,P)
@@ -418,20 +446,28 @@ class ChangePointModel:
     def _link_levels(self, post):
         K, P = len(self.order_parameters), len(self.prompts)
         partial = self.config.pooling == "partial" and P > 1
-        lb = post["level_before_link"][:, :, None] + (
-            post["sigma_before_link"][:, :, None] * post["z_before"] if partial else 0.0
-        )
+        if partial and "before_prompt_link" in post:  # centred parametrisation
+            lb = post["before_prompt_link"]
+        else:
+            lb = post["level_before_link"][:, :, None] + (
+                post["sigma_before_link"][:, :, None] * post["z_before"] if partial else 0.0
+            )
         lb = np.broadcast_to(lb, (lb.shape[0], K, P))
         if self.config.transition == "none":
             return lb, None
-        la = post["level_after_link"][:, :, None] + (
-            post["sigma_after_link"][:, :, None] * post["z_after"] if partial else 0.0
-        )
+        if partial and "after_prompt_link" in post:
+            la = post["after_prompt_link"]
+        else:
+            la = post["level_after_link"][:, :, None] + (
+                post["sigma_after_link"][:, :, None] * post["z_after"] if partial else 0.0
+            )
         return lb, np.broadcast_to(la, lb.shape)
 
     def _tau_prompt_unit(self, post):
         P = len(self.prompts)
         if self.config.pooling == "partial" and P > 1:
+            if "tau_prompt_unit" in post:
+                return post["tau_prompt_unit"]
             return post["tau_unit"][:, :, None] + post["sigma_tau_unit"][:, :, None] * post["z_tau"]
         return np.repeat(post["tau_unit"][:, :, None], P, axis=2)
 
@@ -531,7 +567,8 @@ def _unflat(arr: np.ndarray, chains: int) -> np.ndarray:
 class ChangePointResult:
     """Posterior of a :class:`ChangePointModel` fit, with summaries, diagnostics, plots and save/load.
 
-    ``posterior`` holds, besides the raw parameters, ``tau`` (order_parameter; training steps),
+    ``posterior`` holds, besides the raw parameters, ``tau`` (order_parameter; training steps; the
+    average over the run's prompts of the per-prompt transition steps),
     ``tau_prompt`` (order_parameter, prompt), ``width`` (steps; sigmoid), ``before``/``after``
     (population levels in score units: 0–100 for judge scores, probability for binomial).
     """
@@ -554,9 +591,13 @@ class ChangePointResult:
         extra = {}
         dims_kp = ("chain", "draw", "order_parameter", "prompt")
         dims_k = ("chain", "draw", "order_parameter")
+        # Population quantities are prompt averages (the transition of this prompt set). The
+        # non-centred form has zero-sum offsets, so tau_unit already is that average; the centred
+        # form's hierarchical mean is not, so average its prompt-level values explicitly.
+        prompt_mean = model.centered and model.config.pooling == "partial" and P > 1
         if model.config.transition == "sigmoid":
             tau_kp = model.t0 + model.span * model._tau_prompt_unit(post)
-            tau = model.t0 + model.span * post["tau_unit"]
+            tau = tau_kp.mean(-1) if prompt_mean else model.t0 + model.span * post["tau_unit"]
             posterior["width"] = (dims_k, _unflat(model.span * post["width_unit"], chains))
         elif model.config.transition == "step":
             prob = model.step_conditional(post)  # (D,K,T)
@@ -583,10 +624,12 @@ class ChangePointResult:
             for j, k in enumerate(ix):
                 conv = _ScoreScale(model, k)
                 before_kp[:, k] = conv(_inv_link(fam, lb[:, k]))
-                before[:, k] = conv(_inv_link(fam, post["level_before_link"][:, k]))
+                pop_b = lb[:, k].mean(-1) if prompt_mean else post["level_before_link"][:, k]
+                before[:, k] = conv(_inv_link(fam, pop_b))
                 if la is not None:
                     after_kp[:, k] = conv(_inv_link(fam, la[:, k]))
-                    after[:, k] = conv(_inv_link(fam, post["level_after_link"][:, k]))
+                    pop_a = la[:, k].mean(-1) if prompt_mean else post["level_after_link"][:, k]
+                    after[:, k] = conv(_inv_link(fam, pop_a))
         posterior["before"] = (dims_k, _unflat(before, chains))
         posterior["before_prompt"] = (dims_kp, _unflat(before_kp, chains))
         if model.config.transition != "none":
@@ -699,6 +742,9 @@ class ChangePointResult:
         for name in ("z_before", "z_after", "z_tau"):
             if name in pop:
                 pop[name] = np.zeros_like(pop[name])
+        for name in ("before_prompt_link", "after_prompt_link", "tau_prompt_unit"):
+            if name in pop:  # centred form: the population curve uses the prompt averages
+                pop[name] = np.repeat(pop[name].mean(-1, keepdims=True), len(m.prompts), axis=2)
         pop_curve = m.mean_curves(pop, steps=steps, tau_index=tau_index)[..., 0]
         for k, op in enumerate(m.order_parameters):
             conv = _ScoreScale(m, k)
@@ -835,7 +881,7 @@ class ChangePointResult:
         null = ChangePointModel(
             self.model.ds, likelihood=self.config.likelihood, transition="none", pooling=self.config.pooling,
             order_parameters=self.order_parameters, threshold=self.config.threshold, below=self.config.below,
-            priors=self.config.priors,
+            priors=self.config.priors, parametrization=self.config.parametrization,
         )
         posterior, stats = _sample(null.build(), target_accept=0.95, **sample_kwargs)
         null_result = ChangePointResult._from_samples(null, posterior, stats)
@@ -941,7 +987,7 @@ class ChangePointResult:
                 run[name] = run[name].astype(object)
         model = ChangePointModel(run, likelihood=cfg.likelihood, transition=cfg.transition, pooling=cfg.pooling,
                                  order_parameters=cfg.order_parameters, threshold=cfg.threshold, below=cfg.below,
-                                 priors=cfg.priors)
+                                 priors=cfg.priors, parametrization=cfg.parametrization)
         posterior = tree["posterior"].to_dataset()
         posterior = posterior.assign_coords(order_parameter=list(cfg.order_parameters), prompt=model.prompts)
         extra = {k: tree[k].to_dataset() for k in tree.children if k not in ("posterior", "sample_stats", "run")}
