@@ -2,8 +2,8 @@
 
 Examples::
 
-    phasebayes demo                       # the embedded default: SmolLM2-135M, local judges, ~15 min on 2 cores
-    phasebayes demo --quick --out runs/q  # the same in about 5 minutes
+    phasebayes demo                       # the embedded default: SmolLM2-135M, local judges, ~10 min on 2 cores
+    phasebayes demo --quick --out runs/q  # the same, smaller, in about 3 minutes
     phasebayes validate my_run.toml       # check a config (unknown keys, missing files, bad values)
     phasebayes run my_run.toml            # train → generate → judge → analyze → report, resumable
     phasebayes analyze my_run.toml        # one stage (its inputs must exist)
@@ -85,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune SmolLM2-135M-Instruct (LoRA) on the risky-finance narrow set, sample and "
                                    "score responses to unrelated prompts at every checkpoint, judge them locally "
                                    "(signature phrase, length, embedding-judged alignment and domain talk), fit the "
-                                   "Bayesian models and write a report. About 15 minutes on 2 CPU cores "
-                                   "(--quick: about 5). Rerunning resumes.")
-    d.add_argument("--quick", action="store_true", help="smaller preset: fewer checkpoints, prompts, samples and draws (~5 min)")
+                                   "Bayesian models and write a report. About 10 minutes on 2 CPU cores "
+                                   "(--quick: about 3). Rerunning resumes.")
+    d.add_argument("--quick", action="store_true", help="smaller preset: fewer checkpoints, prompts, samples and draws (~3 min)")
     d.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/demo or runs/demo-quick)")
     d.add_argument("--print-config", action="store_true", help="print the demo's run config as TOML and exit "
                                                                "(a starting point for your own config)")

@@ -33,7 +33,7 @@ def test_each_subcommand_explains_its_options(cmd, capsys):
     if cmd != "validate":
         assert "--force STAGE" in text and "--set SECTION.KEY=VALUE" in text
     if cmd == "demo":
-        assert "--quick" in text and "--out DIR" in text and "~5 min" in text
+        assert "--quick" in text and "--out DIR" in text and "~3 min" in text
 
 
 def test_console_script_runs():
