@@ -240,7 +240,7 @@ def analyze(
     signal: str = "grad_norm",
     window: int = 1,
     measure: str = "linear",
-    decomposition: str = "bootstrap",
+    decomposition: str = "hierarchical",
     ci_prob: float | None = None,
     ci_kind: str | None = None,
     random_seed: int | None = 0,
@@ -266,9 +266,8 @@ def analyze(
         Dissimilarity window half-length L (checkpoints) and g-measure. With the LLM stage's
         ``logp_window = K`` the exact total needs K ≥ 2L − 1.
     decomposition
-        ``"bootstrap"`` (default) or ``"hierarchical"`` (:meth:`phasebayes.decomposition.Decomposition.fit`).
-        The hierarchical pooling is not the default because its chains can stay at their initial values
-        when some prompts have a zero-variance bootstrap (0/1 order parameters before the transition).
+        ``"hierarchical"`` (default: Bayesian bootstrap within prompts + PyMC pooling across prompts) or
+        ``"bootstrap"`` (bootstrap only; faster) — see :meth:`phasebayes.decomposition.Decomposition.fit`.
     ci_prob, ci_kind
         Interval convention of every table (defaults: 94 % HDI).
     random_seed

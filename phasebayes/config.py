@@ -189,7 +189,7 @@ class AnalyzeSection:
     signal: str = "grad_norm"
     window: int = 1
     measure: str = "linear"
-    decomposition: str = "bootstrap"  # "hierarchical" pooling currently gets stuck on 0/1 order parameters
+    decomposition: str = "hierarchical"  # or "bootstrap" (no pooling across prompts; faster)
     ci_prob: float = 0.94
     ci_kind: str = "hdi"
 

@@ -381,23 +381,36 @@ def _fit_hierarchical(m, s, loc_names, names, prompts, *, draws, tune, chains, c
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         floor = 0.25 * np.nanmedian(np.where(obs_ok & (s > 0), s, np.nan), axis=-1, keepdims=True)
-    floor = np.where(np.isfinite(floor) & (floor > 0), floor, 1e-3)
+    # ... and never below 0.02 (two percentage points of the fraction): a smaller bootstrap SD comes
+    # from too few samples to vary, not from certainty, and would pin the model to one prompt.
+    floor = np.maximum(np.where(np.isfinite(floor) & (floor > 0), floor, 0.02), 0.02)
     m_f = np.where(obs_ok, m, 0.0)
     s_f = np.where(obs_ok, np.maximum(s, floor), 1e3)  # missing prompts carry no information
     coords = {"location": loc_names, "order_parameter": names, "prompt": prompts}
     dims3 = ("location", "order_parameter", "prompt")
+    # The per-prompt fractions theta are integrated out analytically (random-effects meta-analysis:
+    # rho_hat ~ Normal(mu, sqrt(sigma² + s²))), so NUTS samples only (mu, sigma). Sampling theta
+    # explicitly made a ridge as narrow as the smallest bootstrap SD, on which the chains froze.
+    import pytensor.tensor as pt
+
     with pm.Model(coords=coords):
         mu = pm.Normal("mu", 0.5, 1.0, dims=dims3[:2])
         sigma = pm.HalfNormal("sigma", 0.25, dims=dims3[:2])
-        z = pm.Normal("z", 0.0, 1.0, dims=dims3)
-        theta = pm.Deterministic("theta", mu[..., None] + sigma[..., None] * z, dims=dims3)
-        pm.Normal("rho_hat", theta, s_f, observed=m_f, dims=dims3)
+        pm.Normal("rho_hat", mu[..., None], pt.sqrt(sigma[..., None] ** 2 + s_f**2), observed=m_f, dims=dims3)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=min(cores, chains), nuts_sampler=nuts_sampler,
                               target_accept=target_accept, random_seed=random_seed, progressbar=progressbar,
                               compute_convergence_checks=False)
-    post = idata["posterior"].to_dataset()[["mu", "sigma", "theta"]]
+    post = idata["posterior"].to_dataset()[["mu", "sigma"]]
+    # theta | mu, sigma, data is normal (conjugate): draw it once per posterior draw
+    rng = np.random.default_rng(random_seed)
+    mu_d = post["mu"].values[..., None]
+    sig_d = np.maximum(post["sigma"].values[..., None], 1e-12)
+    prec = 1.0 / s_f**2 + 1.0 / sig_d**2
+    mean = (m_f / s_f**2 + mu_d / sig_d**2) / prec
+    theta = mean + rng.standard_normal(mean.shape) / np.sqrt(prec)
+    post["theta"] = (("chain", "draw", *dims3), theta)
     stats = idata["sample_stats"].to_dataset()
     n_div = int(stats["diverging"].sum()) if "diverging" in stats else 0
     rhat = _rhat(post["mu"].values)

@@ -208,3 +208,15 @@ def test_named_locations_from_transition_table():
         pb.decompose(ds, window=3).fit(method="bootstrap", n_draws=50, at={"peak": 30})
     with pytest.raises(ModelSpecError, match="mean"):
         pb.decompose(ds, window=3).fit(method="bootstrap", n_draws=50, at=tau[["lower"]])
+
+
+def test_hierarchical_converges_on_the_demo_example_run():
+    """Regression: with most prompts' bootstrap SD at zero, sampling per-prompt fractions froze the chains."""
+    from pathlib import Path
+
+    ds = pb.open_run(Path(__file__).resolve().parents[1] / "data" / "example_run.nc")
+    res = pb.decompose(ds, window=1).fit(method="hierarchical", random_seed=0, progressbar=False, draws=500, tune=500)
+    assert res.posterior.attrs["max_rhat_mu"] < 1.05
+    f = res.fractions()
+    assert f.loc["bold_phrase", "mean"] > 0.05 > f.loc["domain_financial_advice", "mean"]
+    assert (f["upper"] - f["lower"]).min() > 0.005  # no prompt pins the population mean

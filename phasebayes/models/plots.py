@@ -8,13 +8,8 @@ from ..intervals import interval, resolve_ci
 
 
 def _plt():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg", force=False)
-        except Exception:  # pragma: no cover - interactive backends already active
-            pass
+    """pyplot, imported lazily; matplotlib itself picks a headless backend when there is no display
+    and keeps a notebook's inline backend."""
     import matplotlib.pyplot as plt
 
     return plt
