@@ -31,7 +31,7 @@ import xarray as xr
 
 from . import defaults
 from .errors import RunDataError
-from .storage import atomic_path
+from .storage import save_netcdf
 
 __all__ = ["Analysis", "analyze", "load_analysis"]
 
@@ -181,10 +181,7 @@ class Analysis:
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the analysis DataTree to one netCDF file (atomic)."""
-        tree = self.to_datatree()
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            tree.to_netcdf(tmp, engine="netcdf4")
-        return Path(path)
+        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
 
     @classmethod
     def from_datatree(cls, tree: xr.DataTree) -> "Analysis":

@@ -17,7 +17,6 @@ Every command checks its whole config before starting; a finished stage is skipp
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import tomllib

@@ -20,7 +20,7 @@ import xarray as xr
 
 from .defaults import DEFAULT_SCALE
 from .errors import RunDataError
-from .storage import atomic_path
+from .storage import save_netcdf
 
 __all__ = [
     "STATUS",
@@ -417,9 +417,7 @@ def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False
     (:class:`~phasebayes.errors.OutputExistsError`). Returns the path written.
     """
     validate(ds, require_scores=require_scores)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        _encodable(ds).to_netcdf(tmp, engine="netcdf4")
-    return Path(path)
+    return save_netcdf(_encodable(ds), path, overwrite=overwrite)
 
 
 def open_run(path: str | os.PathLike, *, require_scores: bool = True) -> xr.Dataset:

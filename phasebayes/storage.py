@@ -40,3 +40,10 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = F
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def save_netcdf(obj, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write an xarray Dataset or DataTree to netCDF4 atomically; see :func:`atomic_path`."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        obj.to_netcdf(tmp, engine="netcdf4")
+    return Path(path)

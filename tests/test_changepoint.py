@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import phasebayes as pb
-from phasebayes.models.changepoint import ChangePointModel, _flat
+from phasebayes.models.changepoint import ChangePointModel
 from phasebayes.models.families import (
     NUMPY_MATH,
     cell_loglik,

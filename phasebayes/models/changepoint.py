@@ -49,7 +49,7 @@ from .. import defaults
 from ..dataset import _encodable, order_parameter_scale, validate
 from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
 from ..intervals import resolve_ci, summarize_draws
-from ..storage import atomic_path
+from ..storage import save_netcdf
 from .families import (
     FAMILIES,
     NUMPY_MATH,
@@ -282,7 +282,7 @@ class ChangePointModel:
         import pymc as pm
         import pytensor.tensor as pt
 
-        K, T, P = len(self.order_parameters), len(self.steps), len(self.prompts)
+        K, P = len(self.order_parameters), len(self.prompts)
         cfg = self.config
         partial = cfg.pooling == "partial" and P > 1
         coords = {"order_parameter": self.order_parameters, "prompt": self.prompts, "step": self.steps.astype(int)}
@@ -587,7 +587,7 @@ class ChangePointResult:
                       random_seed=None) -> "ChangePointResult":
         chains = posterior.sizes["chain"]
         post = _flat(posterior)
-        K, P = len(model.order_parameters), len(model.prompts)
+        P = len(model.prompts)
         extra = {}
         dims_kp = ("chain", "draw", "order_parameter", "prompt")
         dims_k = ("chain", "draw", "order_parameter")
@@ -636,7 +636,7 @@ class ChangePointResult:
             posterior["after"] = (dims_k, _unflat(after, chains))
             posterior["after_prompt"] = (dims_kp, _unflat(after_kp, chains))
         posterior = posterior.assign_coords(order_parameter=model.order_parameters, prompt=model.prompts)
-        tau_index = post_tau_index = None
+        post_tau_index = None
         if model.config.transition == "step":
             post_tau_index = _flat(posterior[["tau_index"]])["tau_index"]
         ll = model.pointwise_loglik(post, tau_index=post_tau_index)
@@ -644,7 +644,6 @@ class ChangePointResult:
             {"cell": (("chain", "draw", "order_parameter", "step", "prompt"), _unflat(ll, chains))},
             coords={"order_parameter": model.order_parameters, "step": model.steps.astype(int), "prompt": model.prompts},
         )
-        del tau_index
         return cls(model, posterior, sample_stats, extra)
 
     # -- draws helpers ----------------------------------------------------
@@ -738,7 +737,6 @@ class ChangePointResult:
         tau_index = sub.get("tau_index")
         curves = m.mean_curves(sub, steps=steps, tau_index=tau_index)
         pop = dict(sub)
-        P = len(m.prompts)
         for name in ("z_before", "z_after", "z_tau"):
             if name in pop:
                 pop[name] = np.zeros_like(pop[name])
@@ -750,7 +748,6 @@ class ChangePointResult:
             conv = _ScoreScale(m, k)
             curves[:, k] = conv(curves[:, k])
             pop_curve[:, k] = conv(pop_curve[:, k])
-        del P
         return xr.Dataset(
             {
                 "mean_prompt": (("draw", "order_parameter", "step", "prompt"), curves),
@@ -968,10 +965,7 @@ class ChangePointResult:
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write data, posterior and config to one netCDF file (atomic; refuses to overwrite unless asked)."""
-        tree = self.to_datatree()
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            tree.to_netcdf(tmp, engine="netcdf4")
-        return Path(path)
+        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
 
     @classmethod
     def from_datatree(cls, tree: xr.DataTree) -> "ChangePointResult":

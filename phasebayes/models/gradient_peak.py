@@ -25,7 +25,7 @@ import xarray as xr
 
 from ..errors import ModelSpecError, RunDataError
 from ..intervals import summarize_draws
-from ..storage import atomic_path
+from ..storage import save_netcdf
 
 __all__ = ["GradientPeak", "GradientPeakResult"]
 
@@ -251,9 +251,7 @@ class GradientPeakResult:
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write to netCDF (atomic; refuses to overwrite unless asked)."""
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            self.to_datatree().to_netcdf(tmp, engine="netcdf4")
-        return Path(path)
+        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GradientPeakResult":
