@@ -9,6 +9,7 @@ run dataset, so a change of model or settings never reuses old judgements.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import math
@@ -71,7 +72,7 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-class Judge:
+class Judge(abc.ABC):
     """Base class. Subclasses implement :meth:`judge_items` (or :meth:`ajudge_items` for async judges).
 
     Attributes
@@ -113,9 +114,9 @@ class Judge:
         """Rubrics this judge supplies itself (metric judges); None for judges that take any rubric."""
         return None
 
+    @abc.abstractmethod
     def judge_items(self, rubric: Rubric, items: Sequence[JudgeItem], *, progress: bool = False) -> list[Judgement]:
-        """Judge ``items`` under ``rubric``; one :class:`Judgement` per item, in order."""
-        raise NotImplementedError
+        """Judge ``items`` under ``rubric``; one :class:`Judgement` per item, in order (every judge implements it)."""
 
     async def ajudge_items(
         self, rubric: Rubric, items: Sequence[JudgeItem], *, on_result=None, progress: bool = False
