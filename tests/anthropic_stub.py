@@ -12,8 +12,9 @@ Serves, on 127.0.0.1 (port 0 = a free port):
 Fault injection (``fault_rate`` > 0, choice among ``faults``): ``429`` (with ``retry-after``), ``500``,
 ``529`` (overloaded), ``timeout`` (sleeps ``timeout_sleep`` s before answering), ``malformed`` (200 with
 a broken JSON body), ``drop`` (closes the connection), ``refusal`` (``stop_reason: refusal``),
-``nonnumeric`` and ``out_of_range`` answers. ``hang_after=N`` makes every message request after the
-N-th successful one hang until the stub stops (to kill a client at a known point).
+``nonnumeric`` and ``out_of_range`` answers. ``hang_after=N`` lets exactly N message requests through
+(counted on arrival, so concurrent clients cannot overshoot) and makes every later one hang until the stub
+stops (to kill a client at a known point).
 
 Run standalone: ``python tests/anthropic_stub.py --latency 0.1`` prints the base URL.
 """
@@ -104,6 +105,7 @@ class AnthropicStub:
         self.successes: Counter[str] = Counter()
         self.faults_served: Counter[str] = Counter()
         self.n_message_requests = 0
+        self.n_admitted = 0  # message requests let through while ``hang_after`` is set
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_creates = 0
         self.server: ThreadingHTTPServer | None = None
@@ -295,7 +297,11 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self.stub
         with stub.lock:
             stub.n_message_requests += 1
-            hang = stub.hang_after is not None and stub.n_successes >= stub.hang_after
+            # Count admissions, not successes: with concurrent clients several requests can be in flight
+            # before the first of them succeeds, and exactly ``hang_after`` of them must get through.
+            hang = stub.hang_after is not None and stub.n_admitted >= stub.hang_after
+            if stub.hang_after is not None and not hang:
+                stub.n_admitted += 1
         if hang:
             stub.stopping.wait()
             self.close_connection = True
