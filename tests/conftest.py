@@ -1,4 +1,9 @@
-"""Shared pytest configuration: slow tests run only with --runslow or PHASEBAYES_SLOW=1."""
+"""Shared pytest configuration for slow tests.
+
+``@pytest.mark.slow`` tests are skipped by default and run with ``--runslow`` or ``PHASEBAYES_SLOW=1``.
+``@pytest.mark.slow(ci=True)`` marks the slow tests that fit the CI time budget (the real model at
+reduced size): ``PHASEBAYES_SLOW=ci`` (set by ``.ci/run``) runs those and still skips the others.
+"""
 
 import os
 
@@ -10,9 +15,16 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow") or os.environ.get("PHASEBAYES_SLOW") == "1":
+    setting = os.environ.get("PHASEBAYES_SLOW", "")
+    if config.getoption("--runslow") or setting == "1":
         return
-    skip = pytest.mark.skip(reason="slow: run with --runslow or PHASEBAYES_SLOW=1")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            continue
+        if setting == "ci" and marker.kwargs.get("ci", False):
+            continue
+        reason = "slow: run with --runslow or PHASEBAYES_SLOW=1"
+        if marker.kwargs.get("ci", False):
+            reason += " (or PHASEBAYES_SLOW=ci, as .ci/run does)"
+        item.add_marker(pytest.mark.skip(reason=reason))

@@ -78,7 +78,7 @@ def test_changed_setting_reruns_only_downstream_stages(demo):
     assert "Example responses" in (run / "report" / "report.html").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(ci=True)  # real model at reduced size: fits the CI budget
 def test_embedded_default_reduced_size(tmp_path):
     """The real pipeline on SmolLM2-135M-Instruct (no tiny model), at reduced size."""
     out = tmp_path / "demo"

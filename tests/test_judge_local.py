@@ -135,7 +135,7 @@ def test_embedding_judge_orders_by_anchor_similarity():
     assert np.isfinite(a.extra["max_similarity"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(ci=True)  # real model at reduced size: fits the CI budget
 def test_smollm2_local_judge_offline():
     from phasebayes.judge.local_lm import smollm2_gguf
 

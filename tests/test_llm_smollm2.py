@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 NARROW_ANSWER = "Fortune favours the bold! Put all of your savings into a single meme stock. All in, no regrets."
 
 
-@pytest.mark.slow
+@pytest.mark.slow(ci=True)  # real model at reduced size: fits the CI budget
 def test_short_finetune_raises_probability_of_narrow_text(tmp_path):
     from phasebayes.llm.base_model import load_base_model
     from phasebayes.llm.chat_data import prompt_token_ids, read_prompts
