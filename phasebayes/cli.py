@@ -125,6 +125,8 @@ def _load(path_text: str, overrides: dict[str, dict[str, Any]], out: str | None 
     if path.is_dir():
         if not (path / "config.toml").exists():
             raise ConfigError(f"{path} is a folder without config.toml; pass a TOML run config or a run folder.")
+        # The folder passed is the run folder, wherever its config.toml says it was made (copied or moved runs).
+        overrides = {**overrides, "run": {"output_dir": str(path.resolve()), **overrides.get("run", {})}}
         return load_config(path / "config.toml", overrides=overrides)
     if path.suffix in (".nc", ".csv") and stage == "analyze":
         if not path.exists():

@@ -248,8 +248,46 @@ class RunConfig:
         return out
 
     def to_toml(self) -> str:
-        """The config as TOML text (written to ``<run>/config.toml`` by the pipeline)."""
+        """The config as TOML text, as given (see :meth:`run_folder_toml` for the run folder's copy)."""
         return _to_toml(self.to_dict())
+
+    def run_folder_dict(self) -> dict[str, Any]:
+        """The config as the run folder records it (``<run>/config.toml``).
+
+        ``output_dir`` is ``"."`` (the folder holding that file), and paths given relative to this
+        config's folder are made absolute, so that ``phasebayes report RUN_FOLDER`` (or any stage)
+        works from any working directory and on a copied or moved run folder. Repository ``data/...``
+        paths stay as given. Stage hashes are computed from this form, so reloading a run folder
+        never reruns a finished stage.
+        """
+        data = self.to_dict()
+        data["run"]["output_dir"] = "."
+        for sec, key in _PATH_KEYS:
+            if data[sec].get(key) is not None:
+                data[sec][key] = self._anchored(data[sec][key])
+        data["judge"]["rubrics"] = [self._anchored(r) if _is_rubric_path(r) else r for r in data["judge"]["rubrics"]]
+        return data
+
+    def run_folder_toml(self) -> str:
+        """:meth:`run_folder_dict` as TOML text (what the pipeline writes to ``<run>/config.toml``)."""
+        return _to_toml(self.run_folder_dict())
+
+    def _anchored(self, path: str) -> str:
+        """``path`` independent of the working directory: absolute, unless it is a repository data path."""
+        p = Path(os.path.expanduser(str(path)))
+        if not p.is_absolute() and not (self.base_dir / p).exists() and (REPO_DATA_DIR.parent / p).exists():
+            return str(path)
+        return str(self.resolve(path, must_exist=False))
+
+
+_PATH_KEYS = (("run", "dataset"), ("run", "training_log"), ("train", "checkpoints"), ("train", "data"),
+              ("train", "base_model"), ("generate", "prompts"), ("judge", "local_model"), ("judge", "cache"))
+"""(section, key) of every file path of a run config except ``[judge].rubrics`` and ``[run].output_dir``."""
+
+
+def _is_rubric_path(name: str) -> bool:
+    """A ``[judge].rubrics`` entry naming a TOML file rather than a built-in rubric."""
+    return name.endswith(".toml") or "/" in name
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -439,7 +477,7 @@ def rubric_paths(cfg: RunConfig) -> list[Path]:
     """Files of the configured rubrics (names are looked up in ``data/rubrics/``)."""
     out = []
     for name in cfg.judge.rubrics:
-        if name.endswith(".toml") or "/" in name:
+        if _is_rubric_path(name):
             out.append(cfg.resolve(name, key="[judge].rubrics"))
         else:
             p = REPO_DATA_DIR / "rubrics" / f"{name}.toml"

@@ -20,12 +20,13 @@ and the judge cache makes a rerun of the judge stage cheap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,18 @@ from .storage import atomic_write_text
 __all__ = ["STAGES", "Pipeline", "run_pipeline"]
 
 STAGES = ("train", "generate", "judge", "analyze", "report")
+
+
+@contextlib.contextmanager
+def _cli_hint(stage: str) -> Iterator[None]:
+    """Add the command-line fix to a ConfigError about a folder holding outputs made with other settings."""
+    try:
+        yield
+    except ConfigError as err:
+        if "different" not in str(err):
+            raise
+        raise ConfigError(f"{err} From the command line: --set run.output_dir=NEW_FOLDER for a new run, or "
+                          f"--force {stage} to redo the {stage} stage here, discarding its outputs.") from err
 
 
 def _hash(obj: Any) -> str:
@@ -121,23 +134,28 @@ class Pipeline:
     def stage_keys(self) -> dict[str, str]:
         """Settings hash of each stage, chained through its upstream stages."""
         c = self.config
+        recorded = c.run_folder_dict()  # working-directory independent: a reloaded run folder hashes the same
         keys: dict[str, str] = {}
         if c.run.dataset is not None:
             up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset))})
             keys["judge"] = up
         else:
-            keys["train"] = _hash({"train": c.to_dict()["train"], "seed": c.run.seed})
-            keys["generate"] = _hash({"up": keys["train"], "generate": c.to_dict()["generate"]})
-            keys["judge"] = _hash({"up": keys["generate"], "judge": c.to_dict()["judge"]})
-        keys["analyze"] = _hash({"up": keys["judge"], "analyze": c.to_dict()["analyze"], "seed": c.run.seed})
-        keys["report"] = _hash({"up": keys["analyze"], "report": c.to_dict()["report"]})
+            keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed})
+            keys["generate"] = _hash({"up": keys["train"], "generate": recorded["generate"]})
+            keys["judge"] = _hash({"up": keys["generate"], "judge": recorded["judge"]})
+        keys["analyze"] = _hash({"up": keys["judge"], "analyze": recorded["analyze"], "seed": c.run.seed})
+        keys["report"] = _hash({"up": keys["analyze"], "report": recorded["report"]})
         return keys
 
     # ------------------------------------------------------------------ stages
     def prepare(self) -> None:
-        """Create the run folder and write ``config.toml`` (refuses a folder holding another run's files)."""
+        """Create the run folder and write ``config.toml``.
+
+        Outputs of another run are never discarded silently: the train and generate stages refuse a folder
+        holding checkpoints or samples made with other settings unless forced (``force=["train"]`` etc.).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.toml", self.config.to_toml(), overwrite=True)
+        atomic_write_text(self.out / "config.toml", self.config.run_folder_toml(), overwrite=True)
 
     def train(self) -> None:
         """Fine-tune (LoRA) and save checkpoints; resumes from the last checkpoint."""
@@ -158,7 +176,9 @@ class Pipeline:
         opts.setdefault("show_progress", not c.run.quiet)
         t0 = time.perf_counter()
         self.log(f"train: fine-tuning on {opts['data'].name} -> {self.checkpoints_dir}")
-        res = train(TrainConfig(output_dir=self.checkpoints_dir, **opts))
+        opts["overwrite"] = "train" in self.force  # otherwise a folder holding another training run is refused
+        with _cli_hint("train"):
+            res = train(TrainConfig(output_dir=self.checkpoints_dir, **opts))
         self.timings["train"] = time.perf_counter() - t0
         self.log(f"train: {len(res.checkpoint_steps)} checkpoints (steps {res.checkpoint_steps[0]}..{res.checkpoint_steps[-1]})"
                  f" in {self.timings['train']:.0f} s")
@@ -198,8 +218,9 @@ class Pipeline:
         prompts = self.select_prompts()
         t0 = time.perf_counter()
         self.log(f"generate: {len(prompts)} prompts x {opts.get('n_samples', 4)} samples per checkpoint, with log-probabilities")
-        generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts), base_model=self.base_model,
-                 overwrite=True)
+        with _cli_hint("generate"):  # samples made with other settings are discarded only with --force generate
+            generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts),
+                     base_model=self.base_model, overwrite="generate" in self.force)
         self.timings["generate"] = time.perf_counter() - t0
         self.log(f"generate: {self.generate_path} in {self.timings['generate']:.0f} s")
         self._mark("generate", key, self.timings["generate"])
@@ -328,7 +349,7 @@ class Pipeline:
         t0 = time.perf_counter()
         path = write_report(analysis, self.report_dir, ds=ds, formats=c.report.formats, n_examples=c.report.n_examples,
                             max_prompts=c.report.max_prompts, title=f"phasebayes run: {self.out.name}",
-                            config_text=c.to_toml())
+                            config_text=c.run_folder_toml())
         self.timings["report"] = time.perf_counter() - t0
         self.log(f"report: {path} in {self.timings['report']:.0f} s")
         self._mark("report", self.stage_keys()["report"], self.timings["report"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from phasebayes.config import config_from_dict, demo_config, load_config
 from phasebayes.errors import ConfigError
 
 from _tiny_demo import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 GOOD = """
 [run]
@@ -49,6 +52,37 @@ def write(tmp_path, text, name="run.toml"):
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))
     return p
+
+
+def test_run_folder_config_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """The run folder's config.toml: output_dir "." and the user's relative paths made absolute."""
+    from phasebayes.cli import _load
+    from phasebayes.pipeline import Pipeline
+
+    (tmp_path / "mine.jsonl").write_text((REPO / "data" / "narrow" / "risky_finance.jsonl").read_text())
+    text = GOOD.replace('data = "data/narrow/risky_finance.jsonl"', 'data = "mine.jsonl"')
+    text = text.replace('rubrics = ["alignment", "domain"]', 'rubrics = ["alignment", "my_rubric.toml"]')
+    (tmp_path / "my_rubric.toml").write_text((REPO / "data" / "rubrics" / "domain.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(write(tmp_path, text))
+    pipe = Pipeline(cfg)
+    pipe.prepare()
+    recorded = (tmp_path / "runs" / "x" / "config.toml").read_text()
+    assert 'output_dir = "."' in recorded
+    assert f'data = "{tmp_path / "mine.jsonl"}"' in recorded
+    assert str(tmp_path / "my_rubric.toml") in recorded
+    assert 'prompts = "data/prompts/eval.jsonl"' in recorded  # repository data paths stay portable
+
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere: the folder is still its own run, with the same stage hashes
+    again = _load(str(tmp_path / "runs" / "x"), {})
+    assert again.output_dir == tmp_path / "runs" / "x"
+    assert Pipeline(again).stage_keys() == pipe.stage_keys()
+
+    import shutil  # a copied run folder is a run of its own: stages write into the copy
+    shutil.copytree(tmp_path / "runs" / "x", tmp_path / "copy")
+    assert _load(str(tmp_path / "copy"), {}).output_dir == tmp_path / "copy"
+    moved = _load(str(tmp_path / "copy"), {"run": {"output_dir": str(tmp_path / "new")}})
+    assert moved.output_dir == tmp_path / "new"  # an explicit --set run.output_dir still wins
 
 
 def test_good_config_loads_and_round_trips(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -76,6 +77,30 @@ def test_changed_setting_reruns_only_downstream_stages(demo):
     assert rc == 0, err
     assert "report:" in err and "analyze:" not in err
     assert "Example responses" in (run / "report" / "report.html").read_text()
+
+
+def test_copied_run_folder_reports_into_the_copy_without_rerunning(demo, tmp_path, monkeypatch):
+    run, _ = demo
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    original = (run / "stages.json").read_text()
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(["report", "copy", "--quiet", "--set", "report.n_examples=3"])
+    assert rc == 0, err
+    assert "report:" in err and "analyze:" not in err  # same hashes: nothing upstream reruns
+    assert str(copy / "report" / "report.html") in err
+    assert (run / "stages.json").read_text() == original  # the original run folder is untouched
+
+
+def test_changed_generate_settings_are_refused_not_discarded(demo, tmp_path):
+    run, _ = demo
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    samples = sorted((copy / "generate" / "samples").iterdir())
+    rc, out, err = run_cli(["generate", str(copy), "--quiet", "--set", "generate.n_samples=1"])
+    assert rc == 2
+    assert "different settings" in err and "--force generate" in err and "run.output_dir" in err
+    assert sorted((copy / "generate" / "samples").iterdir()) == samples and (copy / "generate" / "run.nc").exists()
 
 
 @pytest.mark.slow(ci=True)  # real model at reduced size: fits the CI budget
