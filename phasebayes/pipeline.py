@@ -176,7 +176,8 @@ class Pipeline:
         opts.setdefault("show_progress", not c.run.quiet)
         t0 = time.perf_counter()
         self.log(f"train: fine-tuning on {opts['data'].name} -> {self.checkpoints_dir}")
-        opts["overwrite"] = "train" in self.force  # otherwise a folder holding another training run is refused
+        # a folder holding another training run is refused unless forced (or [train].overwrite = true)
+        opts["overwrite"] = bool(opts.get("overwrite")) or "train" in self.force
         with _cli_hint("train"):
             res = train(TrainConfig(output_dir=self.checkpoints_dir, **opts))
         self.timings["train"] = time.perf_counter() - t0
