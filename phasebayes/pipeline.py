@@ -350,7 +350,7 @@ class Pipeline:
         t0 = time.perf_counter()
         path = write_report(analysis, self.report_dir, ds=ds, formats=c.report.formats, n_examples=c.report.n_examples,
                             max_prompts=c.report.max_prompts, title=f"phasebayes run: {self.out.name}",
-                            config_text=c.run_folder_toml())
+                            config_text=c.run_folder_toml(), progress=not c.run.quiet)
         self.timings["report"] = time.perf_counter() - t0
         self.log(f"report: {path} in {self.timings['report']:.0f} s")
         self._mark("report", self.stage_keys()["report"], self.timings["report"])

@@ -76,6 +76,7 @@ def test_changed_setting_reruns_only_downstream_stages(demo):
     rc, out, err = run_cli(["report", str(run), "--quiet", "--set", "report.n_examples=1"])
     assert rc == 0, err
     assert "report:" in err and "analyze:" not in err
+    assert "report figures" not in err  # --quiet: no progress bars
     assert "Example responses" in (run / "report" / "report.html").read_text()
 
 
