@@ -179,7 +179,7 @@ def test_bad_inputs():
         DecompositionResult.from_datatree(xr.DataTree(name="x"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(ci=True)  # about 16 s
 def test_hierarchical_coverage_over_repeated_simulations():
     """90% HDI of μ (hierarchical) covers the mean of the per-prompt true fractions at a sensible rate."""
     hits = []
