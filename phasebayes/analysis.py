@@ -237,7 +237,7 @@ def analyze(
     signal: str = "grad_norm",
     window: int = 1,
     measure: str = "linear",
-    decomposition: str = "hierarchical",
+    prefix_tokens: int | None = None,
     ci_prob: float | None = None,
     ci_kind: str | None = None,
     random_seed: int | None = 0,
@@ -262,9 +262,9 @@ def analyze(
     window, measure
         Dissimilarity window half-length L (checkpoints) and g-measure. With the LLM stage's
         ``logp_window = K`` the exact total needs K ≥ 2L − 1.
-    decomposition
-        ``"hierarchical"`` (default: Bayesian bootstrap within prompts + PyMC pooling across prompts) or
-        ``"bootstrap"`` (bootstrap only; faster) — see :meth:`phasebayes.decomposition.Decomposition.fit`.
+    prefix_tokens
+        Compute the total change (and so the fractions) on the first ``prefix_tokens`` tokens of every
+        answer (needs ``logp_prefix``); None = whole answers. Fractions depend on answer length.
     ci_prob, ci_kind
         Interval convention of every table (defaults: 94 % HDI).
     random_seed
@@ -284,7 +284,7 @@ def analyze(
     prob, kind = resolve_ci(ci_prob, ci_kind)
     settings: dict[str, Any] = dict(likelihood=likelihood, transition=transition, pooling=pooling, draws=draws, tune=tune,
                                     chains=chains, compare_null=compare_null, peak_draws=peak_draws, peak_tune=peak_tune,
-                                    signal=signal, window=window, measure=measure, decomposition=decomposition,
+                                    signal=signal, window=window, measure=measure, prefix_tokens=prefix_tokens,
                                     ci_prob=prob, ci_kind=kind, random_seed=random_seed)
     timings: dict[str, float] = {}
     cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
@@ -313,11 +313,9 @@ def analyze(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if "logp" in ds:
-            say(f"decomposition of the total change ({measure}, window {window}, {decomposition})")
-            dec = decompose(ds, window=window, measure=measure).fit(
-                at=cp.transition_steps(prob, kind), method=decomposition, ci_prob=prob, ci_kind=kind,
-                random_seed=random_seed, chains=min(chains, 2), cores=min(cores, 2), draws=max(200, draws // 2),
-                tune=max(200, tune // 2), progressbar=False)
+            say(f"decomposition of the total change ({measure}, window {window}, histogram posterior)")
+            dec = decompose(ds, window=window, measure=measure, prefix_tokens=prefix_tokens).fit(
+                at=cp.transition_steps(prob, kind), ci_prob=prob, random_seed=random_seed)
             dis = dec.dissimilarity
         else:
             say("no 'logp' in the run: per-order-parameter dissimilarity only (no total change, no fractions)")

@@ -172,9 +172,10 @@ class AnalyzeSection:
     of the change-point model; ``peak_draws``/``peak_tune`` — of the gradient-peak model;
     ``compare_null`` — also fit the no-transition model (gives P(transition)); ``signal`` — training
     signal whose peak is located (``grad_norm``); ``window``/``measure`` — dissimilarity window
-    half-length (checkpoints) and g-measure (``linear``, ``tv``, ``js``); ``decomposition`` —
-    ``bootstrap`` (default: Bayesian bootstrap, ratio of prompt-averaged dissimilarities) or ``hierarchical``
-    (adds prompt-level pooling); ``ci_prob``/``ci_kind`` — interval convention of every table.
+    half-length (checkpoints) and g-measure (``linear``, ``tv``, ``js``); ``prefix_tokens`` — total change
+    and fractions on the first N tokens of every answer (0 = whole answers; needs ``logp_prefix``);
+    ``decomposition`` — only ``histogram`` (the estimator; older values are accepted and mean the same);
+    ``ci_prob``/``ci_kind`` — interval convention of every table (fractions use equal-tailed intervals).
     """
 
     likelihood: str | dict[str, str] = "auto"
@@ -189,7 +190,8 @@ class AnalyzeSection:
     signal: str = "grad_norm"
     window: int = 1
     measure: str = "linear"
-    decomposition: str = "hierarchical"  # or "bootstrap" (no pooling across prompts; faster)
+    prefix_tokens: int = 0
+    decomposition: str = "histogram"  # the one estimator; "hierarchical"/"bootstrap" of old run configs map to it
     ci_prob: float = 0.94
     ci_kind: str = "hdi"
 
@@ -405,7 +407,9 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
     _choice(src, "[analyze].transition", a.transition, ("sigmoid", "step"))
     _choice(src, "[analyze].pooling", a.pooling, ("partial", "complete"))
     _choice(src, "[analyze].measure", a.measure, ("linear", "tv", "js"))
-    _choice(src, "[analyze].decomposition", a.decomposition, ("hierarchical", "bootstrap"))
+    _choice(src, "[analyze].decomposition", a.decomposition, ("histogram", "hierarchical", "bootstrap"))
+    if a.prefix_tokens < 0:
+        raise ConfigError(f"{src}: [analyze].prefix_tokens must be >= 0 (0 = whole answers), got {a.prefix_tokens}.")
     _choice(src, "[analyze].ci_kind", a.ci_kind, ("hdi", "eti"))
     families = ("auto", "beta", "binomial", "normal", "poisson", "negative_binomial")
     likes = a.likelihood.values() if isinstance(a.likelihood, dict) else [a.likelihood]

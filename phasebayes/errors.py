@@ -29,3 +29,8 @@ class ConfigError(PhasebayesError, ValueError):
 
 class DiagnosticsWarning(UserWarning):
     """MCMC diagnostics are bad (R-hat, ESS or divergences): do not trust the result as it is."""
+
+
+class DPIViolationWarning(UserWarning):
+    """The order parameters' change exceeds the total change (data-processing inequality): the
+    estimators or the data are inconsistent (e.g. ``logp`` not at the sampling temperature)."""

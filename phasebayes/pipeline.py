@@ -327,7 +327,7 @@ class Pipeline:
         t0 = time.perf_counter()
         res = analyze(ds, likelihood=a.likelihood, transition=a.transition, pooling=a.pooling, draws=a.draws, tune=a.tune,
                       chains=a.chains, compare_null=a.compare_null, peak_draws=a.peak_draws, peak_tune=a.peak_tune,
-                      signal=a.signal, window=a.window, measure=a.measure, decomposition=a.decomposition,
+                      signal=a.signal, window=a.window, measure=a.measure, prefix_tokens=a.prefix_tokens or None,
                       ci_prob=a.ci_prob, ci_kind=a.ci_kind, random_seed=c.run.seed, progressbar=not c.run.quiet,
                       log=lambda m: self.log("analyze: " + m))
         res.save(self.analysis_path, overwrite=True)

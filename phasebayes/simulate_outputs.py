@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from .dataset import assemble_run
-from .dissimilarity import discrete_divergence
+from .stats.divergence import discrete_divergence
 from .errors import ModelSpecError
 
 __all__ = ["simulate_outputs", "OutputTruth", "discrete_divergence", "window_mixture_index"]
