@@ -33,7 +33,7 @@ from . import defaults
 from .errors import RunDataError
 from .storage import save_netcdf
 
-__all__ = ["Analysis", "analyze", "load_analysis"]
+__all__ = ["Analysis", "analyze", "load_analysis", "fraction_note"]
 
 
 @dataclass
@@ -50,6 +50,9 @@ class Analysis:
         :class:`~phasebayes.decomposition.DecompositionResult` or None (no ``logp``: no total change).
     dissimilarity
         :class:`~phasebayes.dissimilarity.DissimilarityResult` (the decomposition's curves when it exists).
+    length
+        Total change at its peak per answer prefix length (:func:`~phasebayes.dissimilarity.length_curve`),
+        or None (no ``logp_prefix`` in the run).
     settings
         The arguments :func:`analyze` was called with, and timings.
     """
@@ -58,6 +61,7 @@ class Analysis:
     peak: Any = None
     decomposition: Any = None
     dissimilarity: Any = None
+    length: pd.DataFrame | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ tables
@@ -90,10 +94,12 @@ class Analysis:
         return self.changepoint.compare_to(self.peak, ci_prob=self.ci_prob, ci_kind=self.ci_kind)
 
     def fractions(self, location: str | float = "peak") -> pd.DataFrame | None:
-        """Fractions of the total change per order parameter (+ ``joint``) at ``location``, or None."""
+        """Fractions of the total change per order parameter (+ ``joint``) at ``location``, or None.
+
+        Equal-tailed intervals of the analysis' ``ci_prob`` (fractions have point masses at 0 and 1)."""
         if self.decomposition is None:
             return None
-        return self.decomposition.fractions(location, ci_prob=self.ci_prob, ci_kind=self.ci_kind)
+        return self.decomposition.fractions(location, ci_prob=self.ci_prob)
 
     def summary_table(self) -> pd.DataFrame:
         """One row per order parameter: τ (median, interval), P(transition), lag to the peak with
@@ -112,7 +118,7 @@ class Analysis:
         for col in ("lag_median", "lag_lower", "lag_upper", "p_later"):
             out[col] = lag[col] if lag is not None else np.nan
         fr = self.fractions()
-        for col, src in (("fraction_mean", "mean"), ("fraction_lower", "lower"), ("fraction_upper", "upper")):
+        for col, src in (("fraction_median", "median"), ("fraction_lower", "lower"), ("fraction_upper", "upper")):
             out[col] = fr[src].reindex(out.index) if fr is not None else np.nan
         fams = getattr(self.changepoint.config, "likelihood", None)
         if isinstance(fams, dict):
@@ -124,7 +130,10 @@ class Analysis:
         if self.decomposition is not None:
             out.attrs["total_change_peak_step"] = float(self.decomposition.peak_step)
             if fr is not None and "joint" in fr.index:
-                out.attrs["joint_fraction"] = float(fr.loc["joint", "mean"])
+                out.attrs["joint_fraction"] = float(fr.loc["joint", "median"])
+                out.attrs["joint_note"] = str(fr.loc["joint", "note"])
+            if fr is not None:
+                out.attrs["answer_length"] = fr.attrs["answer_length"]
         return out
 
     def summary(self) -> str:
@@ -137,7 +146,8 @@ class Analysis:
         if "total_change_peak_step" in t.attrs:
             lines.append(f"  peak of the total output change (dissimilarity): step {t.attrs['total_change_peak_step']:.1f}")
         w = max([18] + [len(str(o)) for o in t.index])
-        head = f"  {'order parameter':<{w}s} {'tau [interval]':>22s} {'P(trans.)':>9s} {'lag to grad peak':>24s} {'P(later)':>8s} {'fraction of change':>22s}"
+        head = (f"  {'order parameter':<{w}s} {'tau [interval]':>22s} {'P(trans.)':>9s} {'lag to grad peak':>24s} "
+                f"{'P(later)':>8s} {'fraction [' + f'{self.ci_prob:.0%}' + ' ETI]':>22s}")
         lines.append(head)
         for op, r in t.iterrows():
             tau = f"{r.tau_median:6.1f} [{r.tau_lower:5.1f}, {r.tau_upper:5.1f}]"
@@ -147,11 +157,13 @@ class Analysis:
                 pl = f"{r.p_later:8.2f}"
             else:
                 lag, pl = "-", "-"
-            if np.isfinite(r.fraction_mean):
-                fr = f"{r.fraction_mean:5.0%} [{r.fraction_lower:4.0%}, {r.fraction_upper:4.0%}]"
+            if np.isfinite(r.fraction_median):
+                fr = f"{r.fraction_median:5.0%} [{r.fraction_lower:4.0%}, {r.fraction_upper:4.0%}]"
             else:
                 fr = "-"
             lines.append(f"  {str(op):<{w}s} {tau:>22s} {pt} {lag:>24s} {pl:>8s} {fr:>22s}")
+        if "answer_length" in t.attrs:
+            lines.append("  " + fraction_note(t.attrs))
         div = self.changepoint.n_divergences
         problems = self.changepoint.check_diagnostics(warn=False)
         lines.append(f"  MCMC: {div} divergences; " + ("diagnostics OK" if not problems else "check: " + "; ".join(problems)))
@@ -173,6 +185,10 @@ class Analysis:
         tds = xr.Dataset.from_dataframe(table.drop(columns=[c for c in table.columns if table[c].dtype == object]))
         tds.attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (int, float, str))}
         root["tables"] = xr.DataTree(dataset=tds)
+        if self.length is not None:
+            lds = xr.Dataset.from_dataframe(self.length)
+            lds.attrs = dict(self.length.attrs)
+            root["length_curve"] = xr.DataTree(dataset=lds)
         from . import __version__
 
         root.attrs.update(phasebayes_result="Analysis", phasebayes_version=__version__,
@@ -202,8 +218,13 @@ class Analysis:
             dis = DissimilarityResult.from_datatree(tree["dissimilarity"])
         else:
             dis = None
+        length = None
+        if "length_curve" in tree.children:
+            node = tree["length_curve"].to_dataset()
+            length = node.to_dataframe()
+            length.attrs = dict(node.attrs)
         settings = json.loads(tree.attrs.get("settings", "{}"))
-        return cls(cp, peak, dec, dis, settings)
+        return cls(cp, peak, dec, dis, length, settings)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Analysis":
@@ -214,6 +235,21 @@ class Analysis:
         with xr.open_datatree(path, engine="netcdf4") as tree:
             tree = tree.load()
         return cls.from_datatree(tree)
+
+
+def fraction_note(attrs: dict) -> str:
+    """One line saying what the fractions refer to: answer length and the joint's status."""
+    length = json.loads(attrs.get("answer_length", "{}"))
+    if length.get("prefix_tokens", -1) > 0:
+        at = f"the first {length['prefix_tokens']} tokens of each answer"
+    else:
+        mean = length.get("mean_answer_tokens")
+        cap = length.get("max_new_tokens")
+        at = "whole answers" + (f" (mean {mean:.0f} tokens" if mean else "") + (f", at most {cap}" if cap else "") + (")" if mean else "")
+    note = f"fractions hold for {at}: sequence-level change grows with answer length"
+    if attrs.get("joint_note"):
+        note += f"; joint {attrs['joint_note']}"
+    return note
 
 
 def load_analysis(path: str | os.PathLike) -> Analysis:
@@ -275,7 +311,7 @@ def analyze(
         Optional callable taking a status line (the CLI prints them).
     """
     from .decomposition import decompose
-    from .dissimilarity import dissimilarity
+    from .dissimilarity import dissimilarity, length_curve
     from .intervals import resolve_ci
     from .models.changepoint import ChangePointModel
     from .models.gradient_peak import GradientPeak
@@ -320,7 +356,8 @@ def analyze(
         else:
             say("no 'logp' in the run: per-order-parameter dissimilarity only (no total change, no fractions)")
             dis = dissimilarity(ds, window=window, measure=measure, total="none" if "embedding" not in ds else "auto")
+        length = length_curve(ds, window=window, measure=measure, on_missing="drop") if "logp_prefix" in ds else None
     timings["dissimilarity_s"] = time.perf_counter() - t0
     settings["window"] = window
     settings["timings"] = timings
-    return Analysis(cp, peak, dec, dis, settings)
+    return Analysis(cp, peak, dec, dis, length, settings)

@@ -22,7 +22,9 @@ Two families:
     - ``identity``: ``5 + 10·(2a + b)`` — a bijection of ``x`` (ρ = 1 exactly);
     - ``alignment``: 15 if ``a < n_a/2`` else 85 — a coarse function of the changing part (0 < ρ < 1);
     - ``parity``: 25 if ``a`` is even else 75 — another coarse function;
-    - ``irrelevant``: 35 if ``b == 0`` else 65 — depends only on the constant part (ρ = 0 exactly).
+    - ``irrelevant``: 35 if ``b == 0`` else 65 — depends only on the constant part (ρ = 0 exactly);
+    - ``weak`` (only with ``weak_flip=q``): ``alignment`` seen through a noisy judge that reports the
+      other value with probability ``q`` (a stochastic channel: small ρ as q → ½).
 
 ``"gaussian"``
     ``x ~ Normal(μ_p(t), 1)`` with ``μ_p(t)`` a logistic transition from 0 to ``shift``; log-densities
@@ -171,6 +173,7 @@ def simulate_outputs(
     embedding_dim: int | None = None,
     embedding_noise: float = 1.0,
     responses: bool = False,
+    weak_flip: float | None = None,
     seed: int | None = None,
 ) -> tuple[xr.Dataset, OutputTruth]:
     """Draw a run dataset with exact log-probabilities and known output distributions.
@@ -200,6 +203,8 @@ def simulate_outputs(
         noise — a stand-in for sentence embeddings in fast tests.
     responses
         If True, add a ``response`` text per sample describing ``x`` (for embedding-model tests).
+    weak_flip
+        Categorical: add the order parameter ``weak`` (``alignment`` flipped with this probability).
     seed
         Random seed.
 
@@ -254,6 +259,15 @@ def simulate_outputs(
             uniq = np.unique(sc)
             channels[name] = (sc[:, None] == uniq[None, :]).astype(float)
         score = np.stack([chan_scores[name][x] for name in chan_scores])
+        if weak_flip is not None:
+            if not 0.0 <= weak_flip <= 0.5:
+                raise ModelSpecError(f"weak_flip must be in [0, 0.5], got {weak_flip}.")
+            high = chan_scores["alignment"] == 85.0  # (n_values,)
+            flip = rng.random(x.shape) < weak_flip
+            weak = np.where(high[x] ^ flip, 85.0, 15.0)
+            score = np.concatenate([score, weak[None]])
+            channels["weak"] = np.stack([np.where(high, weak_flip, 1 - weak_flip), np.where(high, 1 - weak_flip, weak_flip)], -1)
+            chan_scores["weak"] = None
         truth = OutputTruth("categorical", steps, probs=probs, channels=channels, tau=tau_p)
         text = np.array([f"answer {ai} in style {'B' if bi else 'A'}" for ai, bi in zip(a.ravel(), b.ravel())], dtype=object)
         onehot = np.eye(2 * n_a)[x]

@@ -38,7 +38,7 @@ def test_quick_demo_writes_the_run_folder(demo):
 def test_quick_demo_prints_the_summary(demo):
     _, out = demo
     assert "Behavioural transitions" in out and "94% HDI" in out
-    assert "gradient-norm peak" in out and "P(later)" in out and "fraction of change" in out
+    assert "gradient-norm peak" in out and "P(later)" in out and "fraction [94% ETI]" in out
     for op in OPS:
         assert op in out
     assert "Run folder:" in out and "report.html" in out
@@ -50,7 +50,7 @@ def test_analysis_round_trips_and_summarises(demo):
     t = a.summary_table()
     assert set(t.index) == OPS
     assert np.isfinite(t[["tau_median", "tau_lower", "tau_upper", "p_transition", "lag_median", "p_later",
-                          "fraction_mean", "fraction_lower", "fraction_upper"]].to_numpy()).all()
+                          "fraction_median", "fraction_lower", "fraction_upper"]].to_numpy()).all()
     assert (t["tau_lower"] <= t["tau_median"]).all() and (t["tau_median"] <= t["tau_upper"]).all()
     assert ((t["p_transition"] >= 0) & (t["p_transition"] <= 1)).all()
     assert t.attrs["ci_prob"] == pytest.approx(0.94) and t.attrs["ci_kind"] == "hdi"

@@ -188,7 +188,8 @@ def test_default_ranking_uses_the_decomposition_lazily(monkeypatch):
             calls["window"] = window
             calls["ops"] = list(ds["order_parameter"].values)
 
-        def fit(self):
+        def fit(self, **kwargs):
+            calls["fit"] = kwargs
             return self
 
         def fractions(self):
@@ -212,8 +213,9 @@ def test_lexical_discovery_ranked_by_the_real_decomposition():
     ds, _ = simulate_outputs(n_steps=12, n_prompts=3, n_samples=30, responses=True, seed=1)
     steps = [int(s) for s in ds["step"].values]
     res = discover_order_parameters(ds, transition_step=steps[6], window=3, method="lexical", n_candidates=4,
-                                    progress=False, fit_options={"method": "bootstrap"})
+                                    progress=False, fit_options={"n_draws": 100})
     assert len(res.table) == 4 and res.table.index.str.startswith("lex_").all()
     assert {"mean", "lower", "upper"} <= set(res.table.columns)
     assert res.table["mean"].is_monotonic_decreasing
-    assert ((res.table["mean"] >= 0) & (res.table["mean"] <= 1.05)).all()
+    assert ((res.table["mean"] >= 0) & (res.table["mean"] <= 1.0)).all()
+    assert res.table["mean"].max() > 0.01  # a real share, not a ranking of zeros

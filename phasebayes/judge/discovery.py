@@ -297,7 +297,7 @@ def _decomposition_rank(window: int, fit_options: dict[str, Any] | None = None) 
         except ImportError as err:
             raise PhasebayesError("ranking by share of the total change needs phasebayes.decomposition; "
                                   "pass rank=shift_rank(before, after) to rank without it.") from err
-        return decompose(ds, window=window).fit(**(fit_options or {})).fractions()
+        return decompose(ds, window=window).fit(**{"curve": False, **(fit_options or {})}).fractions()
 
     return rank
 
@@ -336,8 +336,8 @@ def discover_order_parameters(
     cache
         Judgement cache (path or :class:`~phasebayes.judge.cache.JudgeCache`).
     fit_options
-        Keyword arguments for the default ranking's ``Decomposition.fit`` (e.g. ``{"method": "bootstrap"}``
-        for a quick ranking without MCMC).
+        Keyword arguments for the default ranking's ``Decomposition.fit`` (e.g. ``{"n_draws": 200}`` for a
+        quicker ranking; only the peak is computed unless ``{"curve": True}``).
     """
     from .run import judge_run
 

@@ -79,16 +79,23 @@ def report_figures(analysis, max_prompts: int = 6) -> dict[str, tuple[str, Calla
                                  lambda: a.peak.plot(ci_prob=a.ci_prob))
     if a.dissimilarity is not None:
         figs["dissimilarity"] = ("Dissimilarity between the left and right windows at each checkpoint boundary: total change "
-                                 "of the output distribution (top) and per order parameter (bottom), bias-corrected, with bands.",
-                                 lambda: a.dissimilarity.plot(band_prob=a.ci_prob))
+                                 "of the output distribution (top, exact-likelihood estimate with its normal band) and per order "
+                                 "parameter (bottom: posterior mean of the histogram model with its equal-tailed band).",
+                                 lambda: a.dissimilarity.plot())
     if a.decomposition is not None:
         figs["fractions"] = (f"Decomposition: share of the total change captured by each order parameter (and jointly) at the "
-                             f"peak of the total change, with {ci} intervals (red bars: data-processing inequality violated).",
-                             lambda: a.decomposition.plot_fractions())
-        figs["fraction_curve"] = ("Fractions ρ_k along training, with bootstrap bands; dashed line: peak of the total change.",
-                                  lambda: a.decomposition.plot_curve())
+                             f"peak of the total change, posterior median with {a.ci_prob:.0%} equal-tailed intervals (grey: "
+                             "not estimable).", lambda: a.decomposition.plot_fractions())
+        figs["fraction_curve"] = ("Fractions ρ_k along training, posterior median with equal-tailed bands; dashed line: peak of "
+                                  "the total change.", lambda: a.decomposition.plot_curve())
         figs["peak_vs_tau"] = (f"Peak of the total change (with its interval) against the posterior τ of each order parameter ({ci}).",
                                lambda: a.decomposition.plot_transition(a.transition_steps()))
+    if getattr(a, "length", None) is not None:
+        from ..stats.plots import plot_length_curve
+
+        figs["length"] = ("Total change at its peak when answers are cut to their first m tokens (± 2 SE), and for whole "
+                          "answers (dashed): fractions of the total change hold at one answer length.",
+                          lambda: plot_length_curve(a.length))
     figs["ppc"] = (f"Posterior predictive check: observed prompt-averaged means (dots) against replicated data ({ci} band).",
                    lambda: plot_ppc(cp, ci_prob=a.ci_prob))
     return figs

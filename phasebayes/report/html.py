@@ -126,7 +126,8 @@ def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_exampl
     s.append(_table_html(summary_df, summary_caption))
     s.append("<p class=\"caption\">P(transition): pseudo-BMA+ weight of the transition model against a no-transition "
              "model (PSIS-LOO over step × prompt cells). Lag: τ − gradient-norm peak; P(later) = P(τ &gt; peak). "
-             "Fraction: D(order parameter) / D(full output distribution) at the peak of the total change.</p>")
+             "Fraction: D(order parameter) / D(full output distribution) at the peak of the total change (posterior "
+             "median, equal-tailed interval).</p>")
     s.append("<h2 id=\"trajectories\">Score trajectories and transition steps</h2>" + fig("trajectories") + fig("tau"))
     if "gradient_peak" in pngs:
         s.append("<h2 id=\"gradient\">Gradient norm and its peak</h2>" + fig("gradient_peak"))
@@ -134,7 +135,7 @@ def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_exampl
     if "fractions" in tables:
         fc, fdf = tables["fractions"]
         s.append("<h2 id=\"decomposition\">Decomposition of the total change</h2>" + fig("fractions") + _table_html(fdf, fc)
-                 + fig("fraction_curve"))
+                 + fig("fraction_curve") + (fig("length") if "length" in pngs else ""))
     s.append("<h2 id=\"diagnostics\">Diagnostics</h2>")
     if problems or peak_problems:
         s.append("<div class=\"warn\"><b>Check before trusting the intervals:</b><ul>"

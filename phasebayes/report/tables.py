@@ -51,23 +51,33 @@ def report_tables(analysis) -> dict[str, tuple[str, pd.DataFrame]]:
             "P(transition)": _num(r.p_transition, 2),
             f"lag to grad-norm peak [{ci}]": fmt_interval(r.lag_median, r.lag_lower, r.lag_upper, sign=True),
             "P(later)": _num(r.p_later, 2),
-            f"fraction of total change [{ci}]": fmt_interval(r.fraction_mean, r.fraction_lower, r.fraction_upper, pct=True),
+            f"fraction of total change [{a.ci_prob:.0%} ETI]": fmt_interval(r.fraction_median, r.fraction_lower,
+                                                                            r.fraction_upper, pct=True),
         })
     summary = pd.DataFrame(rows)
     notes = [f"τ: posterior median and {ci} in training steps"]
     if "grad_peak_median" in t.attrs:
         notes.append(f"gradient-norm peak at step {t.attrs['grad_peak_median']:.1f} (posterior median)")
     if "total_change_peak_step" in t.attrs:
-        notes.append(f"fractions at the peak of the total change (step {t.attrs['total_change_peak_step']:.1f})")
+        notes.append(f"fractions (posterior median, equal-tailed interval) at the peak of the total change "
+                     f"(step {t.attrs['total_change_peak_step']:.1f})")
     out = {"summary": ("Behavioural transitions per order parameter; " + "; ".join(notes) + ".", summary)}
 
     fr = a.fractions()
     if fr is not None:
-        frows = [{"order parameter": str(op), "mean": _num(r["mean"], pct=True), "median": _num(r["median"], pct=True),
-                  f"interval [{ci}]": fmt_interval(r["mean"], r["lower"], r["upper"], pct=True).split(" ", 1)[1],
-                  "DPI violation": "yes" if bool(r.get("dpi_violation", False)) else "no"} for op, r in fr.iterrows()]
+        from ..analysis import fraction_note
+
+        eti = f"{fr.attrs['ci_prob']:.0%} {fr.attrs['ci_kind'].upper()}"
+        frows = [{"order parameter": str(op),
+                  "median": _num(r["median"], pct=True) if r["estimable"] else "not estimable",
+                  f"interval [{eti}]": fmt_interval(r["median"], r["lower"], r["upper"], pct=True).split(" ", 1)[-1]
+                  if r["estimable"] else "–",
+                  "P(ρ = 0)": _num(r["p_zero"], 2), "P(ρ = 1)": _num(r["p_one"], 2)} for op, r in fr.iterrows()]
+        joint_note = str(fr.loc["joint", "note"]) if "joint" in fr.index else ""
         out["fractions"] = (f"Share of the total distributional change captured by each order parameter "
-                            f"(and jointly) at {fr.attrs.get('location', 'the peak')} (step {fr.attrs.get('step', float('nan')):g}); {ci}.",
+                            f"(and jointly) at {fr.attrs.get('location', 'the peak')} (step {fr.attrs.get('step', float('nan')):g}); "
+                            f"posterior median and {eti} interval (equal-tailed: a fraction has point masses at 0 and 1); "
+                            + fraction_note({"answer_length": fr.attrs["answer_length"], "joint_note": joint_note}) + ".",
                             pd.DataFrame(frows))
     d = a.changepoint.diagnostics()
     drows = [{"quantity": str(k), "R-hat": _num(r["r_hat"], 3), "ESS bulk": _num(r["ess_bulk"], 0),

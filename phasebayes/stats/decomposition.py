@@ -74,16 +74,25 @@ def _named_steps(at) -> list[tuple[str, float]]:
 
 
 def _joint_estimable(prep: Prepared, b: int) -> tuple[bool, str]:
-    """The joint is not estimable where, in most prompts, every pooled sample has a joint cell of its own."""
+    """Whether the joint histogram can be learnt at boundary ``b`` (else: not estimable, with the reason).
+
+    Not estimable when the joint has more cells than a prompt has samples in the two windows and the
+    samples mostly fall in cells of their own (median over prompts: occupied cells > 60 % of samples):
+    then the joint's posterior is its prior's, whatever the data.
+    """
     nl, nr = window_counts(prep.bins.joint_codes, prep.bins.n_joint, prep.window)
     pooled = nl[b] + nr[b]  # (P, C)
     n = pooled.sum(-1)
     occupied = (pooled > 0).sum(-1)
-    singletons = (occupied == n) & (n >= 4)
-    if singletons.mean() > 0.5:
-        return False, (f"in {int(singletons.sum())} of {len(n)} prompts every one of the pooled samples falls in a "
-                       f"joint cell of its own ({prep.bins.n_joint} joint cells): use coarser bins, fewer order "
-                       "parameters or more samples per checkpoint")
+    has = n > 0
+    if not has.any():
+        return False, "no prompt has samples on both sides of this boundary"
+    n_med = float(np.median(n[has]))
+    ratio = float(np.median(occupied[has] / n[has]))
+    if prep.bins.n_joint > n_med and ratio > 0.6:
+        return False, (f"{prep.bins.n_joint} joint cells for about {n_med:.0f} samples per prompt in the two windows, "
+                       f"{ratio:.0%} of them in a joint cell of their own: use fewer order parameters, coarser bins "
+                       "(bins=2), a wider window or more samples per checkpoint")
     return True, ""
 
 
@@ -105,7 +114,7 @@ class Decomposition:
             raise RunDataError("decompose needs judged scores ('score') of at least one order parameter.")
 
     def fit(self, *, at=None, n_draws: int = N_DRAWS, ci_prob: float | None = None, ci_kind: str | None = None,
-            p_complete: float = P_COMPLETE, random_seed: int | None = 0) -> "DecompositionResult":
+            p_complete: float = P_COMPLETE, curve: bool = True, random_seed: int | None = 0) -> "DecompositionResult":
         """Posterior draws of the fractions at every boundary and at the named locations.
 
         Parameters
@@ -120,6 +129,9 @@ class Decomposition:
             Interval mass (default :data:`phasebayes.defaults.CI_PROB`) and kind (default ``"eti"``).
         p_complete
             Prior probability that the order parameters together capture all of the change.
+        curve
+            Also compute the fraction curve and the order-parameter dissimilarity curves at every
+            boundary (default); ``False`` computes only the locations (faster on long runs).
         random_seed
             Seed of the draws.
         """
@@ -131,46 +143,62 @@ class Decomposition:
         ci_kind = "eti" if ci_kind is None else ci_kind
         interval_along(np.zeros(2), ci_prob, ci_kind)  # validates both
         prep, rng = self._prep, np.random.default_rng(random_seed)
-        draws = posterior_draws(prep, int(n_draws), rng)
-        dres = build_result(prep, draws, ci_prob=ci_prob, random_seed=random_seed)
-        d = dres.data
-        mid = d["mid_step"].values
-        names = [str(n) for n in d["order_parameter"].values]
-        # population: prompt means; the total's SE floored by the number of terms behind it
-        n_terms = np.where(prep.total_ok, 1.0, 0.0).sum((1, 3))  # (n_b, P)
-        se_p = np.maximum(d["d_total_se_prompt"].values, se_floor(n_terms))
-        n_p = np.isfinite(d["d_total_prompt"].values).sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pop = np.nanmean(draws.d, axis=-1)  # (n_draws, n_b, K+1)
-            se_pop = np.sqrt(np.nansum(se_p**2, axis=1)) / n_p
-        fr = fraction_draws(pop.transpose(0, 2, 1), d["d_total"].values, se_pop, rng=rng, p_complete=p_complete)
-        rho = fr.rho  # (n_draws, K+1, n_b)
-        lo, hi = interval_along(rho, ci_prob, ci_kind, axis=0)
-        boot = bootstrap_total(prep.total_terms, prep.total_ok, prep.idx, prep.valid, prep.window, 200, rng)
-        with np.errstate(invalid="ignore"):
-            tot_mean = np.nanmean(boot, axis=-1)
-        peak_draws = mid[np.nanargmax(np.where(np.isfinite(tot_mean), tot_mean, -np.inf), axis=1)]
-        peak_b = int(np.nanargmax(d["d_total"].values))
+        total = build_result(prep, None, ci_prob=ci_prob, random_seed=random_seed).data
+        mid = prep.mid_steps
+        peak_b = int(np.nanargmax(total["d_total"].values))
         loc = [("peak", peak_b, float(mid[peak_b]))] + [(lab, int(np.argmin(np.abs(mid - s))), s) for lab, s in _named_steps(at)]
         loc_b = np.array([b for _, b, _ in loc])
+        sel = np.arange(len(mid)) if curve else np.unique(loc_b)
+        draws = posterior_draws(prep, int(n_draws), rng, boundaries=sel)
+        if curve:
+            dres = build_result(prep, draws, ci_prob=ci_prob, random_seed=random_seed)
+        else:
+            dres = DissimilarityResult(total)
+        names = prep.bins.names + ["joint"]
+        # population = prompt means; the total's SE floored by the number of terms behind it
+        n_terms = np.where(prep.total_ok, 1.0, 0.0).sum((1, 3))[sel]  # (n_sel, P)
+        se_p = np.maximum(total["d_total_se_prompt"].values[sel], se_floor(n_terms))
+        d_p = total["d_total_prompt"].values[sel]
+        n_p = np.isfinite(d_p).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pop = np.nanmean(draws.d, axis=-1)  # (n_draws, n_sel, K+1)
+            se_pop = np.sqrt(np.nansum(se_p**2, axis=1)) / n_p
+        fr = fraction_draws(pop.transpose(0, 2, 1), np.nanmean(d_p, axis=1), se_pop, rng=rng, p_complete=p_complete)
+        rho = np.full((int(n_draws), len(names), len(mid)), np.nan)
+        rho[:, :, sel] = fr.rho
+        lo, hi = interval_along(rho, ci_prob, ci_kind, axis=0)
+        p_comp, ess = np.full(len(mid), np.nan), np.full(len(mid), np.nan)
+        p_comp[sel], ess[sel] = fr.p_complete, fr.ess
+        d_full = np.full((int(n_draws), len(mid)), np.nan)
+        d_full[:, sel] = fr.d_full
+        boot = bootstrap_total(prep.total_terms, prep.total_ok, prep.idx, prep.valid, prep.window, 200, rng)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tot_mean = np.nanmean(boot, axis=-1)
+        peak_draws = mid[np.nanargmax(np.where(np.isfinite(tot_mean), tot_mean, -np.inf), axis=1)]
         # per prompt, at the locations
-        dp = draws.d[:, loc_b].transpose(0, 2, 1, 3)  # (n_draws, K+1, n_loc, P)
-        fp = fraction_draws(dp, d["d_total_prompt"].values[loc_b], se_p[loc_b], rng=rng, p_complete=p_complete)
+        at_sel = np.searchsorted(sel, loc_b)
+        dp = draws.d[:, at_sel].transpose(0, 2, 1, 3)  # (n_draws, K+1, n_loc, P)
+        fp = fraction_draws(dp, d_p[at_sel], se_p[at_sel], rng=rng, p_complete=p_complete)
         estimable = [_joint_estimable(prep, b) for b in loc_b]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(rho, axis=0)
         out = xr.Dataset(
             {
                 "rho_draws": (("draw", "order_parameter", "mid_step"), rho),
-                "rho": (("order_parameter", "mid_step"), np.nanmedian(rho, axis=0)),
+                "rho": (("order_parameter", "mid_step"), median),
                 "rho_lower": (("order_parameter", "mid_step"), lo),
                 "rho_upper": (("order_parameter", "mid_step"), hi),
-                "p_complete": (("mid_step",), fr.p_complete),
-                "importance_ess": (("mid_step",), fr.ess),
-                "d_full_draws": (("draw", "mid_step"), fr.d_full),
+                "p_complete": (("mid_step",), p_comp),
+                "importance_ess": (("mid_step",), ess),
+                "d_full_draws": (("draw", "mid_step"), d_full),
                 "rho_prompt_draws": (("draw", "order_parameter", "location", "prompt"), fp.rho),
                 "peak_step_draws": (("draw_boot",), peak_draws.astype(float)),
                 "joint_estimable": (("location",), np.array([e for e, _ in estimable])),
             },
-            coords={"order_parameter": np.array(names, dtype=object), "mid_step": mid, "prompt": d["prompt"].values,
+            coords={"order_parameter": np.array(names, dtype=object), "mid_step": mid, "prompt": prep.prompts,
                     "location": np.array([lab for lab, _, _ in loc], dtype=object),
                     "location_step": ("location", mid[loc_b]),
                     "requested_step": ("location", np.array([s for _, _, s in loc], dtype=float))},
@@ -181,11 +209,11 @@ class Decomposition:
             "p_complete_prior": float(p_complete),
             "estimand": "ratio of prompt-averaged D(order parameter) to prompt-averaged D(full)",
             "joint_notes": json.dumps([r for _, r in estimable]),
-            "bins": d.attrs["bins"], "answer_length": d.attrs["answer_length"],
+            "bins": json.dumps(prep.bins.edges), "answer_length": json.dumps(prep.answer_length),
             "phasebayes_result": "DecompositionResult",
         }
         result = DecompositionResult(out, dres)
-        low_ess = float(np.nanmin(fr.ess[loc_b]))
+        low_ess = float(np.nanmin(fr.ess[at_sel]))
         if low_ess < 20:
             warnings.warn(
                 f"the histogram model's joint change and the total-change estimate disagree (importance ESS "
@@ -234,7 +262,8 @@ class DecompositionResult:
 
         Columns ``mean``, ``median``, ``lower``, ``upper`` (posterior of the population fraction),
         ``p_zero`` (P(ρ = 0): the order parameter does not change) and ``p_one`` (P(ρ = 1)), ``estimable``
-        and ``note``; all values in [0, 1]. ``per_prompt=True`` gives one row per (order parameter,
+        and ``note``; all values in [0, 1]. ``attrs["p_no_total_change"]`` is the posterior probability that
+        nothing changes at all (ρ undefined; those draws are left out). ``per_prompt=True`` gives one row per (order parameter,
         prompt) instead. ``attrs``: ``ci_prob``, ``ci_kind``, ``location``, ``step``, ``requested_step``,
         ``measure``, ``window``, ``total_estimator``, ``estimand``, ``bins``, ``answer_length``.
         """
@@ -258,8 +287,11 @@ class DecompositionResult:
         note = json.loads(a["joint_notes"])[li] if not ok_joint else ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            defined = np.isfinite(draws)  # ρ is undefined (0/0) in a draw where nothing changes at all
+            n_def = np.maximum(defined.sum(0), 1)
             df = pd.DataFrame({"mean": np.nanmean(draws, 0), "median": np.nanmedian(draws, 0), "lower": lo, "upper": hi,
-                               "p_zero": np.nanmean(draws == 0.0, 0), "p_one": np.nanmean(draws >= 1.0, 0)}, index=index)
+                               "p_zero": (draws == 0.0).sum(0) / n_def, "p_one": (draws >= 1.0).sum(0) / n_def},
+                              index=index)
         joint_rows = (index.get_level_values(0) if per_prompt else index) == "joint"
         df["estimable"] = ~joint_rows | ok_joint
         df["note"] = np.where(df["estimable"], "", "not estimable: " + note)
@@ -270,6 +302,7 @@ class DecompositionResult:
             "window": int(a["window"]), "total_estimator": a["total_estimator"], "estimand": a["estimand"],
             "bins": a["bins"], "answer_length": a["answer_length"],
             "interval_note": "equal-tailed intervals by default: fractions have point masses at 0 and 1",
+            "p_no_total_change": float(np.mean(~np.isfinite(draws).any(-1))),
         })
         return df
 

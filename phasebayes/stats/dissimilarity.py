@@ -33,9 +33,9 @@ from .score_bins import ScoreBins, coarsen_scores, window_counts
 from .total_change import likelihood_terms, stratified_mean, stratified_se
 from .tree_io import find_node, netcdf_safe, restore
 
-__all__ = ["dissimilarity", "DissimilarityResult", "MEASURES", "N_DRAWS"]
+__all__ = ["dissimilarity", "DissimilarityResult", "length_curve", "MEASURES", "N_DRAWS"]
 
-N_DRAWS = 400
+N_DRAWS = 1000
 """Default posterior draws of the histogram model."""
 
 
@@ -149,12 +149,17 @@ def prepare(ds: xr.Dataset, window: int, measure: str, *, order_parameters=None,
                     _answer_length(ds, prefix_tokens))
 
 
-def posterior_draws(prep: Prepared, n_draws: int, rng: np.random.Generator) -> HistogramDraws:
-    """Histogram-model draws at every boundary (see :func:`~.histogram_posterior.histogram_posterior`)."""
+def posterior_draws(prep: Prepared, n_draws: int, rng: np.random.Generator,
+                    boundaries: np.ndarray | None = None) -> HistogramDraws:
+    """Histogram-model draws at the given boundary indices (default: every boundary); see
+    :func:`~.histogram_posterior.histogram_posterior`."""
     sb = prep.bins
     n_left, n_right = window_counts(sb.joint_codes, sb.n_joint, prep.window)
+    run_counts = np.bincount(sb.joint_codes[sb.joint_codes >= 0], minlength=sb.n_joint).astype(float)
+    if boundaries is not None:
+        n_left, n_right = n_left[boundaries], n_right[boundaries]
     margins = [sb.marginal_matrix(k) for k in range(len(sb.names))]
-    return histogram_posterior(n_left, n_right, margins, prep.measure, n_draws=n_draws, rng=rng)
+    return histogram_posterior(n_left, n_right, margins, prep.measure, run_counts=run_counts, n_draws=n_draws, rng=rng)
 
 
 def _total_curves(prep: Prepared) -> dict:
@@ -258,6 +263,34 @@ def dissimilarity(
                    prefix_tokens=prefix_tokens, rng=random_seed)
     draws = posterior_draws(prep, int(n_draws), rng) if prep.bins is not None else None
     return build_result(prep, draws, ci_prob=ci_prob, random_seed=random_seed)
+
+
+def length_curve(ds: xr.Dataset, window: int = 1, measure: str = "linear", *, on_missing: str = "raise") -> pd.DataFrame:
+    """The total change at its peak for answers cut to their first m tokens, and for whole answers.
+
+    Sequence-level D grows with answer length (longer answers differ in more places), so a fraction of
+    the total change holds at one answer length; this table (and its figure in the report) shows how
+    much. Needs ``logp_prefix`` (``[generate] logp_prefix_tokens``). Returns one row per prefix length
+    (``prefix_tokens``; ``-1`` = whole answers) with ``d_total`` (prompt average at its peak), ``se``
+    and ``peak_step`` (training steps); ``attrs``: ``measure``, ``window``.
+    """
+    if "logp_prefix" not in ds:
+        raise RunDataError("length_curve needs 'logp_prefix' in the run dataset: set [generate] logp_prefix_tokens "
+                           "(e.g. [8, 16, 32]) and rerun the generate stage.")
+    steps = ds["step"].values.astype(np.int64)
+    rows = []
+    for m in [int(x) for x in ds["prefix_tokens"].values] + [None]:
+        terms, ok, _ = _total_inputs(ds, steps, window, check_measure(measure), "likelihood", None, on_missing, None, m, None)
+        prep = Prepared(steps, ds["prompt"].values, int(window), measure, "exact_likelihood", terms, ok, None,
+                        *window_slots(len(steps), window), {})
+        curves = _total_curves(prep)
+        d, se = curves["d_total"][1], curves["d_total_se"][1]
+        b = int(np.nanargmax(d))
+        rows.append({"prefix_tokens": -1 if m is None else m, "d_total": float(d[b]), "se": float(se[b]),
+                     "peak_step": float(prep.mid_steps[b])})
+    out = pd.DataFrame(rows).set_index("prefix_tokens")
+    out.attrs.update(measure=measure, window=int(window))
+    return out
 
 
 class DissimilarityResult:

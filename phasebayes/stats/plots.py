@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..errors import ModelSpecError
 
-__all__ = ["plot_dissimilarity", "plot_fractions", "plot_fraction_curve", "plot_peak_vs_tau"]
+__all__ = ["plot_dissimilarity", "plot_fractions", "plot_fraction_curve", "plot_peak_vs_tau", "plot_length_curve"]
 
 
 def plot_dissimilarity(res, *, ax=None):
@@ -94,6 +94,24 @@ def plot_peak_vs_tau(peak: float, tau: pd.DataFrame, *, peak_interval: tuple[flo
     ax.set_yticks(y, [str(i) for i in tau.index])
     prob = tau.attrs.get("ci_prob")
     ax.set_xlabel("training step" + (f" (τ interval {prob:.0%} {tau.attrs.get('ci_kind', '')})" if prob else ""))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_length_curve(table: pd.DataFrame, *, ax=None):
+    """Total change at its peak against the answer prefix length (a :func:`length_curve` table)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(5, 3.2)) if ax is None else (ax.figure, ax))
+    pre = table[table.index >= 0]
+    ax.errorbar(pre.index, pre["d_total"], yerr=2 * pre["se"], fmt="o-", capsize=3, label="first m tokens")
+    if -1 in table.index:
+        whole = table.loc[-1]
+        ax.axhline(whole["d_total"], color="k", ls="--", lw=1, label="whole answers")
+    ax.set_xlabel("answer prefix m (tokens)")
+    ax.set_ylabel(f"D_{table.attrs.get('measure', 'linear')} at its peak")
+    ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
