@@ -130,6 +130,16 @@ class TextArray(BackendArray):
 
             return _outer_read(read, key)
 
+    def __deepcopy__(self, memo: dict) -> TextArray:
+        return self  # a read-only view: copies share it
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_nc")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock, self._nc = threading.Lock(), None
+
     def __del__(self) -> None:
         if getattr(self, "_nc", None) is not None:
             try:
@@ -152,6 +162,9 @@ class BlockArray(BackendArray):
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
+
+    def __deepcopy__(self, memo: dict) -> BlockArray:
+        return self  # a read-only view: copies share it
 
     def _read(self, key: tuple) -> np.ndarray:
         def read(k: tuple) -> np.ndarray:
