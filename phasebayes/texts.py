@@ -1,7 +1,8 @@
 """The one way analysis code reads per-answer texts of a run dataset, in bounded blocks.
 
 :func:`phasebayes.open_run` leaves texts on disk; these accessors read only the cells asked for.
-Missing texts come back as ``None`` (whether the dataset is lazy or in memory).
+Missing texts come back as ``None`` (whether the dataset is lazy or in memory; in a plain in-memory
+DataArray xarray stores them as NaN, :func:`phasebayes.runstore.is_missing_text` accepts both).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import xarray as xr
+from xarray.core import indexing
 
 from .errors import RunDataError
 from .runstore import BLOCK_TEXTS, is_missing_text, step_blocks
@@ -36,15 +38,17 @@ def _select(ds: xr.Dataset, name: str, steps, prompts, samples) -> xr.DataArray:
     return da
 
 
-def _clean(values: np.ndarray) -> np.ndarray:
-    out = np.asarray(values, dtype=object)
+def _clean(da: xr.DataArray) -> xr.DataArray:
+    """``da`` read into memory with missing texts as None (xarray would turn None into NaN)."""
+    out = np.array(da.values, dtype=object)
     flat = out.reshape(-1)
     for i, t in enumerate(flat):
         if is_missing_text(t):
             flat[i] = None
         elif not isinstance(t, str):
             flat[i] = str(t)
-    return out
+    return xr.DataArray(xr.Variable(da.dims, indexing.NumpyIndexingAdapter(out), attrs=da.attrs), coords=da.coords,
+                        name=da.name)
 
 
 def responses(ds: xr.Dataset, *, steps: Sequence[int] | int | None = None, prompts: Sequence[str] | str | None = None,
@@ -56,7 +60,7 @@ def responses(ds: xr.Dataset, *, steps: Sequence[int] | int | None = None, promp
     (``stop_reason``, ``score_reason``).
     """
     da = _select(ds, name, steps, prompts, samples)
-    return da.copy(data=_clean(da.values))
+    return _clean(da)
 
 
 def iter_responses(ds: xr.Dataset, *, steps: Sequence[int] | None = None, prompts: Sequence[str] | None = None,
@@ -67,9 +71,8 @@ def iter_responses(ds: xr.Dataset, *, steps: Sequence[int] | None = None, prompt
     """
     da = _select(ds, name, steps, prompts, None)
     if "step" not in da.dims:
-        yield da.copy(data=_clean(da.values))
+        yield _clean(da)
         return
     per_step = int(np.prod([n for d, n in da.sizes.items() if d != "step"]))
     for sl in step_blocks(da.sizes["step"], per_step, max_texts):
-        block = da.isel(step=sl)
-        yield block.copy(data=_clean(block.values))
+        yield _clean(da.isel(step=sl))
