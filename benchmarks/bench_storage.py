@@ -9,7 +9,7 @@ saved twice in the same run:
   the previous ``open_run`` did (``xarray.open_dataset(...).load()``, fixed-width strings to object);
 - ``new``: :func:`phasebayes.save_run` / :func:`phasebayes.open_run` (texts in ``/texts``, lazy).
 
-Each case runs in its own subprocess and reports wall time and peak RSS (``ru_maxrss``; the RSS after
+Each case runs in its own subprocess and reports wall time and peak RSS (``VmHWM``; the peak after
 the imports is printed too). A watchdog kills a case whose RSS passes ``--cap-gb`` (default 6 GB) and
 reports it as "> cap". Cases: ``open`` (open the run), ``fit`` (open + ChangePointModel sigmoid,
 1 chain × 100 draws after 100 tuning steps), ``texts`` (open + iterate over every answer text),
@@ -94,11 +94,19 @@ def _open_old(path: Path):
     return ds
 
 
+def _hwm_mb() -> float:
+    """Peak RSS of this process (VmHWM; unlike ru_maxrss it does not inherit the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def case(kind: str, layout: str, path: str) -> dict:
     """One measurement in this process; returns timings (s) and RSS (MB)."""
     import phasebayes as pb
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _hwm_mb()
     t0 = time.perf_counter()
     ds = _open_old(Path(path)) if layout == "old" else pb.open_run(path)
     out = {"open_s": time.perf_counter() - t0}
@@ -124,7 +132,7 @@ def case(kind: str, layout: str, path: str) -> dict:
         out["window_finite"] = int(np.isfinite(win).sum())
     out["work_s"] = time.perf_counter() - t1
     out["rss_imports_mb"] = base
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = _hwm_mb()
     return out
 
 
