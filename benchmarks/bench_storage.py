@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -155,7 +154,8 @@ def run_case(kind: str, layout: str, path: Path, cap_gb: float) -> dict:
         time.sleep(0.05)
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"}
+        errors = [ln for ln in stderr.splitlines() if "Error" in ln]
+        return {"error": (errors or stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1].strip()}
     return json.loads(stdout.strip().splitlines()[-1])
 
 

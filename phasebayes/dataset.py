@@ -9,7 +9,6 @@ the training log. Build it from a tidy table with :func:`from_dataframe`, check 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
