@@ -31,7 +31,7 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 __all__ = [
-    "FORMAT_VERSION", "TEXT_GROUP", "TextArray", "BlockArray", "lazy_variable", "is_text_variable",
+    "FORMAT_VERSION", "TEXT_GROUP", "TextArray", "BlockArray", "lazy_variable", "is_text_variable", "numeric_part",
     "write_run", "read_run", "step_blocks",
 ]
 
@@ -59,6 +59,16 @@ def netcdf_attrs(attrs: Mapping[str, object]) -> dict[str, object]:
 def is_text_variable(var: xr.Variable) -> bool:
     """True for a string variable with one value per answer (dims include ``step`` and ``sample``)."""
     return (var.dtype == object or var.dtype.kind in "US") and {"step", "sample"} <= set(var.dims)
+
+
+def numeric_part(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` without its per-answer texts and per-answer arrays (``logp``, ``token_ids``, ``embedding``).
+
+    What a fitted model needs to store next to its posterior (scores, statuses, coordinates, training
+    log); it costs memory in proportion to the scores.
+    """
+    drop = [n for n in ds.data_vars if is_text_variable(ds[n].variable) or set(ds[n].dims) & set(LAZY_DIMS)]
+    return ds.drop_vars(drop)
 
 
 def is_missing_text(value: object) -> bool:

@@ -141,6 +141,14 @@ def test_resave_of_opened_run_streams_from_old_file(tmp_path):
     np.testing.assert_array_equal(again["logp"].values, ds["logp"].values)
 
 
+def test_numeric_part_drops_texts_and_per_answer_arrays(tmp_path):
+    back = pb.open_run(pb.save_run(_run(), tmp_path / "run.nc"))
+    num = runstore.numeric_part(back)
+    assert {"response", "logp"} & set(back.data_vars) and not {"response", "logp"} & set(num.data_vars)
+    assert {"score", "score_status", "grad_norm"} <= set(num.data_vars)
+    assert all(num[v].variable._in_memory for v in num.variables)
+
+
 def test_block_array_outer_indexing_matches_numpy():
     rng = np.random.default_rng(1)
     data = rng.normal(size=(5, 4, 3))
