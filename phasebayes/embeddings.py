@@ -87,7 +87,8 @@ def embed_responses(ds: xr.Dataset, **kwargs) -> xr.DataArray:
     """Embed every ``response`` of a run dataset.
 
     Returns a DataArray ``embedding`` with dims ``(step, prompt, sample, embedding_dim)`` (NaN rows for
-    empty responses). Keyword arguments go to :func:`embed_texts`. Identical texts are embedded once.
+    empty responses). Keyword arguments go to :func:`embed_texts`. Texts are read and embedded a block
+    of checkpoints at a time (:func:`phasebayes.iter_responses`); identical texts in a block are embedded once.
     """
     if not has_texts(ds):
         raise RunDataError("the run dataset has no 'response' variable (generated texts) to embed.")

@@ -75,7 +75,8 @@ def example_responses(analysis, ds, n_examples: int = 2) -> list[dict]:
         for j in order:
             p = prompts[j]
             first = int(ds["sample"].values[0])
-            rb, ra = (responses(ds, steps=s, prompts=p, samples=first).item() or "(no response)" for s in (s_b, s_a))
+            rb, ra = (responses(ds, steps=s, prompts=p, samples=first).item() for s in (s_b, s_a))
+            rb, ra = ("(no response)" if t is None else t for t in (rb, ra))
             out.append({"order_parameter": op, "prompt": texts[j], "step_before": s_b, "step_after": s_a,
                         "before": rb, "after": ra,
                         "score_before": float(sc.sel(step=s_b, prompt=p).isel(sample=0).values),
