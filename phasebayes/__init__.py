@@ -36,6 +36,9 @@ _LAZY = {
     "decompose": "phasebayes.decomposition",
     "analyze": "phasebayes.analysis",
     "Analysis": "phasebayes.analysis",
+    "migrate_run": "phasebayes.dataset",
+    "responses": "phasebayes.texts",
+    "iter_responses": "phasebayes.texts",
 }
 
 __all__ = [

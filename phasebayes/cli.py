@@ -9,6 +9,7 @@ Examples::
     phasebayes analyze my_run.toml        # one stage (its inputs must exist)
     phasebayes analyze data/example_run.nc --out runs/example   # analyse an existing run dataset
     phasebayes report runs/example        # re-render the report of a run folder
+    phasebayes migrate old.nc new.nc      # rewrite a run file of an earlier version in the current layout
 
 Every command checks its whole config before starting; a finished stage is skipped on a rerun (pass
 ``--force STAGE`` to redo it). Errors a user can fix exit with status 2 and one line saying what to do.
@@ -105,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config", metavar="CONFIG", help="TOML run config")
     v.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE", help="override a value")
 
+    m = sub.add_parser("migrate", help="rewrite a run dataset (.nc) of an earlier version in the current layout",
+                       description="Rewrite SOURCE (a run .nc of any phasebayes version) as TARGET in the current "
+                                   "layout: numbers in the root group, texts in the /texts group, streamed.")
+    m.add_argument("source", metavar="SOURCE")
+    m.add_argument("target", metavar="TARGET")
+    m.add_argument("--overwrite", action="store_true", help="replace TARGET if it exists")
+
     for stage, text in STAGE_HELP.items():
         s = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ". Earlier stages' outputs must exist in the run folder.")
         if stage in ("analyze", "report"):
@@ -200,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"phasebayes demo{' --quick' if args.quick else ''}: SmolLM2-135M-Instruct fine-tuned on the "
                   f"risky-finance narrow set; run folder {cfg.output_dir}", file=sys.stderr)
             return _run(args, cfg, list(STAGE_HELP))
+        if args.command == "migrate":
+            from .dataset import migrate_run
+
+            print(migrate_run(args.source, args.target, overwrite=args.overwrite))
+            return 0
         if args.command == "validate":
             cfg = _load(args.config, overrides)
             print(f"{args.config}: OK (run folder {cfg.output_dir})")

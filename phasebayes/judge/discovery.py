@@ -19,7 +19,6 @@ loaded only when called; any ranking function can be injected instead, e.g. :fun
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import ConfigError, PhasebayesError, RunDataError
+from ..texts import responses
 from .base import Judge, Judgement, JudgeItem
 from .rubric import Rubric, _neutralise, _slug
 
@@ -163,8 +163,8 @@ class Discovery:
 
 def window_texts(ds: xr.Dataset, steps: Sequence[int]) -> list[str]:
     """All responses at the given checkpoint steps (missing ones dropped)."""
-    sel = ds["response"].sel(step=list(steps)).values.ravel()
-    return [str(t) for t in sel if t is not None and not (isinstance(t, float) and math.isnan(t))]
+    sel = responses(ds, steps=list(steps)).values.ravel()  # reads only these checkpoints' texts
+    return [t for t in sel if t is not None]
 
 
 def _windows(ds: xr.Dataset, transition_step: int, window: int) -> tuple[list[int], list[int]]:

@@ -38,6 +38,7 @@ import xarray as xr
 
 from ..dataset import STATUS, validate
 from ..errors import ConfigError, RunDataError
+from ..texts import has_texts, iter_responses
 from .base import Judge, Judgement, JudgeItem
 from .cache import JudgeCache, cache_key
 from .rubric import Rubric
@@ -45,6 +46,7 @@ from .rubric import Rubric
 __all__ = ["judge_run", "judge_texts", "run_coroutine", "open_cache"]
 
 T = TypeVar("T")
+_BLOCK_ITEMS = 50_000  # texts judged per block of checkpoints (bounds the memory of a large run)
 _OP_DEFAULTS: dict[str, Any] = {
     "score": np.nan, "score_status": STATUS["missing"], "score_reason": "", "score_replicates": np.nan,
     "score_replicate_status": STATUS["missing"], "rubric_text": "", "rubric_version": "", "judge_id": "",
@@ -139,14 +141,12 @@ def judge_texts(
             store.close()
 
 
-def _responses(ds: xr.Dataset) -> tuple[np.ndarray, list[str]]:
-    if "response" not in ds:
+def _prompt_texts(ds: xr.Dataset) -> list[str]:
+    if not has_texts(ds):
         raise RunDataError("the run dataset has no 'response' variable; generate responses first "
                            "(or build the dataset with a 'response' column).")
-    resp = ds["response"].transpose("step", "prompt", "sample").values
     prompts = [str(p) for p in ds["prompt"].values]
-    texts = [str(t) for t in ds["prompt_text"].values] if "prompt_text" in ds.coords or "prompt_text" in ds else prompts
-    return resp, texts
+    return [str(t) for t in ds["prompt_text"].values] if "prompt_text" in ds.coords or "prompt_text" in ds else prompts
 
 
 def _is_missing(value: Any) -> bool:
@@ -198,26 +198,31 @@ def judge_run(
     names = [r.name for r in rubrics]
     if len(set(names)) != len(names):
         raise ConfigError(f"rubric names must be unique; got {names}.")
-    resp, texts = _responses(ds)
-    n_step, n_prompt, n_sample = resp.shape
+    texts = _prompt_texts(ds)
+    n_step, n_prompt, n_sample = (ds.sizes[d] for d in ("step", "prompt", "sample"))
     k = 1 if judge.deterministic else int(judge.replicates)
     store, owned = open_cache(cache)
     try:
-        cells = [(s, p, n) for s in range(n_step) for p in range(n_prompt) for n in range(n_sample)
-                 if not _is_missing(resp[s, p, n])]
-        items = [JudgeItem(texts[p], str(resp[s, p, n]), r) for (s, p, n) in cells for r in range(k)]
         shape = (len(rubrics), n_step, n_prompt, n_sample, k)
         rep_score = np.full(shape, np.nan)
         rep_status = np.full(shape, STATUS["missing"], dtype=np.int16)
         rep_reason = np.full(shape, "response missing", dtype=object)
-        for ri, rubric in enumerate(rubrics):
-            judgements = judge_texts(judge, rubric, items, cache=store, progress=progress)
-            for (s, p, n), start in zip(cells, range(0, len(items), k)):
-                for r in range(k):
-                    j = judgements[start + r]
-                    rep_score[ri, s, p, n, r] = j.score if j.status == "ok" else np.nan
-                    rep_status[ri, s, p, n, r] = STATUS[j.status]
-                    rep_reason[ri, s, p, n, r] = j.reason[:300]
+        first = 0
+        # texts are read (and judged) a block of checkpoints at a time, so memory stays bounded
+        for block in iter_responses(ds, max_texts=max(1, _BLOCK_ITEMS // k)):
+            resp = block.transpose("step", "prompt", "sample").values
+            cells = [(first + s, p, n) for s in range(resp.shape[0]) for p in range(n_prompt) for n in range(n_sample)
+                     if not _is_missing(resp[s, p, n])]
+            items = [JudgeItem(texts[p], str(resp[s - first, p, n]), r) for (s, p, n) in cells for r in range(k)]
+            first += resp.shape[0]
+            for ri, rubric in enumerate(rubrics):
+                judgements = judge_texts(judge, rubric, items, cache=store, progress=progress)
+                for (s, p, n), start in zip(cells, range(0, len(items), k)):
+                    for r in range(k):
+                        j = judgements[start + r]
+                        rep_score[ri, s, p, n, r] = j.score if j.status == "ok" else np.nan
+                        rep_status[ri, s, p, n, r] = STATUS[j.status]
+                        rep_reason[ri, s, p, n, r] = j.reason[:300]
     finally:
         if owned:
             store.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -446,12 +447,17 @@ def consolidate(
 ) -> xr.Dataset:
     """Build the run dataset from the shards in ``output_dir`` (and save it as ``run.nc`` if ``save``).
 
+    ``response``, ``token_ids`` and ``logp`` are lazy: they are read from the shard files one checkpoint
+    (log-probs: one reference checkpoint) at a time when indexed or saved, so consolidating a large run
+    never holds all texts in memory.
+
     Variables: ``response`` (str), ``n_tokens`` (int: response tokens without the final EOS),
     ``stop_reason`` (``"eos"``/``"length"``), ``token_ids`` (int32, the generated ids including the final
     EOS, padded with -1 along ``token``), ``logp`` (float64 nats; dims step, prompt, sample, ref_step;
     NaN outside the window) and the training log (``train_step`` variables).
     """
     from ..dataset import _version, save_run, training_log_dataset
+    from ..runstore import BlockArray, lazy_variable
     from .finetune import read_training_log
 
     out = Path(output_dir)
@@ -464,33 +470,55 @@ def consolidate(
     prompt_texts = [p[1] for p in fp["prompts"]]
     N = int(fp["config"]["n_samples"])
     P, S = len(prompt_ids), len(steps)
-    shards = []
-    for s in steps:
-        f = out / "samples" / f"step-{s:08d}.json"
+
+    shard_files = [out / "samples" / f"step-{s:08d}.json" for s in steps]
+    for s, f in zip(steps, shard_files):
         if not f.exists():
             raise ConfigError(f"sample shard for step {s} is missing ({f}); rerun generate() to finish the run.")
-        shards.append(json.loads(f.read_text()))
-    width = max(1, max(len(t) for sh in shards for row in sh["token_ids"] for t in row))
-    token_ids = np.full((S, P, N, width), -1, dtype=np.int32)
-    response = np.empty((S, P, N), dtype=object)
+    # one pass for the small per-answer arrays; texts, token ids and log-probs stay in their shard files
+    # and are read one checkpoint at a time when the dataset is saved (or indexed)
     stop = np.empty((S, P, N), dtype=object)
     n_tok = np.zeros((S, P, N), dtype=np.int64)
-    for i, sh in enumerate(shards):
+    width, eos_ids = 1, None
+    for i, f in enumerate(shard_files):
+        sh = json.loads(f.read_text())
+        stop[i] = np.array(sh["stop_reason"], dtype=object).reshape(P, N)
+        n_tok[i] = np.asarray(sh["n_tokens"], dtype=np.int64).reshape(P, N)
+        width = max(width, max((len(t) for row in sh["token_ids"] for t in row), default=1))
+        if i == 0 and "eos_token_ids" in sh:
+            eos_ids = [int(e) for e in sh["eos_token_ids"]]
+
+    @functools.lru_cache(maxsize=2)
+    def shard(i: int) -> dict[str, Any]:
+        return json.loads(shard_files[i].read_text())
+
+    def load_text(i: int) -> np.ndarray:
+        arr = np.empty((P, N), dtype=object)
         for p in range(P):
-            for n in range(N):
-                t = sh["token_ids"][p][n]
-                token_ids[i, p, n, : len(t)] = t
-                response[i, p, n] = sh["text"][p][n]
-                stop[i, p, n] = sh["stop_reason"][p][n]
-                n_tok[i, p, n] = sh["n_tokens"][p][n]
-    logp = np.full((S, P, N, S), np.nan)
+            arr[p, :] = shard(i)["text"][p]
+        return arr
+
+    def load_tokens(i: int) -> np.ndarray:
+        arr = np.full((P, N, width), -1, dtype=np.int32)
+        for p in range(P):
+            for n, t in enumerate(shard(i)["token_ids"][p]):
+                arr[p, n, : len(t)] = t
+        return arr
+
     index = {s: i for i, s in enumerate(steps)}
-    for j, s in enumerate(steps):
-        f = out / "logp" / f"ref-{s:08d}.npz"
+
+    def load_logp(j: int) -> np.ndarray:
+        slab = np.full((S, P, N), np.nan)
+        f = out / "logp" / f"ref-{steps[j]:08d}.npz"
         if f.exists():
             with np.load(f) as z:
                 for k, w in enumerate(z["steps"]):
-                    logp[index[int(w)], :, :, j] = z["logp"][k]
+                    slab[index[int(w)]] = z["logp"][k]
+        return slab
+
+    response = lazy_variable(("step", "prompt", "sample"), BlockArray((S, P, N), object, 0, load_text))
+    token_ids = lazy_variable(("step", "prompt", "sample", "token"), BlockArray((S, P, N, width), np.int32, 0, load_tokens))
+    logp = lazy_variable(("step", "prompt", "sample", "ref_step"), BlockArray((S, P, N, S), np.float64, 3, load_logp))
     ds = xr.Dataset(
         {
             "response": (("step", "prompt", "sample"), response),
@@ -523,8 +551,8 @@ def consolidate(
             "stage": "generate",
         }
     )
-    if "eos_token_ids" in shards[0]:
-        ds.attrs["eos_token_ids"] = [int(e) for e in shards[0]["eos_token_ids"]]
+    if eos_ids is not None:
+        ds.attrs["eos_token_ids"] = eos_ids
     if attrs:
         ds.attrs.update({k: v for k, v in attrs.items() if v is not None})
     if save:

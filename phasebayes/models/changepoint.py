@@ -48,6 +48,7 @@ import xarray as xr
 from .. import defaults
 from ..dataset import _encodable, order_parameter_scale, validate
 from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
+from ..runstore import numeric_part
 from ..intervals import resolve_ci, summarize_draws
 from ..storage import save_netcdf
 from .families import (
@@ -952,7 +953,7 @@ class ChangePointResult:
     # -- persistence --------------------------------------------------------
     def to_datatree(self) -> xr.DataTree:
         """Data + posterior + model config in one DataTree (groups: posterior, sample_stats, run, ...)."""
-        children = {"posterior": self.posterior, "sample_stats": self.sample_stats, "run": _encodable(self.model.ds)}
+        children = {"posterior": self.posterior, "sample_stats": self.sample_stats, "run": _encodable(numeric_part(self.model.ds))}
         children.update(self.extra)
         tree = xr.DataTree.from_dict({k: v for k, v in children.items()})
         tree.attrs.update({"phasebayes_model": "ChangePointModel", "config": self.config.to_json()})

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..storage import atomic_write_text
+from ..texts import has_texts, responses
 from .figures import report_figures
 from .tables import latex_table, markdown_table, report_tables
 
@@ -53,7 +54,7 @@ def example_responses(analysis, ds, n_examples: int = 2) -> list[dict]:
     after its upper end (the first/last checkpoint if none), and ``n_examples`` prompts (the ones whose
     score changed most between the two); returns dicts with the prompt, both responses and their scores.
     """
-    if ds is None or "response" not in ds or n_examples <= 0:
+    if not has_texts(ds) or n_examples <= 0:
         return []
     ts = analysis.transition_steps()
     steps = np.asarray(ds["step"].values)
@@ -73,8 +74,9 @@ def example_responses(analysis, ds, n_examples: int = 2) -> list[dict]:
         order = np.argsort(-np.nan_to_num(np.abs(diff), nan=-1.0))[:n_examples]
         for j in order:
             p = prompts[j]
-            rb = str(ds["response"].sel(step=s_b, prompt=p).isel(sample=0).values)
-            ra = str(ds["response"].sel(step=s_a, prompt=p).isel(sample=0).values)
+            first = int(ds["sample"].values[0])
+            rb, ra = (responses(ds, steps=s, prompts=p, samples=first).item() for s in (s_b, s_a))
+            rb, ra = ("(no response)" if t is None else t for t in (rb, ra))
             out.append({"order_parameter": op, "prompt": texts[j], "step_before": s_b, "step_after": s_a,
                         "before": rb, "after": ra,
                         "score_before": float(sc.sel(step=s_b, prompt=p).isel(sample=0).values),
