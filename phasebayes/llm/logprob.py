@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sequence_logprobs", "token_logprobs"]
+__all__ = ["sequence_logprobs", "token_logprobs", "prefix_logprobs"]
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
@@ -221,3 +221,26 @@ def sequence_logprobs(
         share_prompts=share_prompts,
     )
     return np.array([float(t.sum()) for t in per_token], dtype=np.float64)
+
+
+def prefix_logprobs(per_token: Sequence[np.ndarray], prefix_tokens: Sequence[int]) -> np.ndarray:
+    """Log-probability (nats, float64) of the first ``m`` tokens of each response, for each ``m``.
+
+    ``per_token`` is the output of :func:`token_logprobs` (one array per response); returns shape
+    ``(len(per_token), len(prefix_tokens))`` with entry ``[i, k]`` = the sum of the first
+    ``prefix_tokens[k]`` per-token log-probabilities of response ``i`` (a cumulative sum, no model
+    call). A response of at most ``m`` tokens contributes its whole log-probability, the same number
+    :func:`sequence_logprobs` gives; an empty response gives 0.
+    """
+    ms = [int(m) for m in prefix_tokens]
+    if any(m < 1 for m in ms):
+        raise ValueError(f"prefix lengths must be >= 1 token, got {ms}.")
+    out = np.zeros((len(per_token), len(ms)), dtype=np.float64)
+    for i, t in enumerate(per_token):
+        n = len(t)
+        if not n:
+            continue
+        cum = np.cumsum(t, dtype=np.float64)
+        whole = float(np.sum(t))  # the exact value sequence_logprobs stores
+        out[i] = [whole if m >= n else cum[m - 1] for m in ms]
+    return out
