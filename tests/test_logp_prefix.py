@@ -64,7 +64,7 @@ def test_logp_prefix_in_the_run_dataset(run):
     for c in range(len(PREFIXES)):
         np.testing.assert_array_equal(np.isnan(pre.values[..., c]), np.isnan(lp.values))
     # a prefix at least as long as every response is the whole response: the very same number
-    assert _lengths(ds).max() <= 7
+    assert _lengths(ds).max() <= 7 and (_lengths(ds) < 3).any()  # some responses end before a prefix length
     np.testing.assert_array_equal(pre.sel(prefix_tokens=50).values, lp.values)
     np.testing.assert_array_equal(pre.sel(prefix_tokens=7).values, lp.values)
     # log-probabilities of longer prefixes are lower (every token has probability < 1)
@@ -151,3 +151,63 @@ def test_prefix_tokens_validation(tmp_path):
         config_from_dict({"generate": {"logp_prefix_tokens": [16, 0]}}, check_files=False)
     cfg = config_from_dict({"generate": {"logp_prefix_tokens": [16, 32]}}, check_files=False)
     assert cfg.generate.options["logp_prefix_tokens"] == [16, 32]
+
+
+# ------------------------------------------------------------------------------------ judged prefixes
+def test_prefix_texts_cut_the_responses(run):
+    from phasebayes.judge.prefix import prefix_texts
+
+    _, ds = run
+    resp = ds["response"].values
+    whole = prefix_texts(ds, 50)
+    assert list(whole.ravel()) == list(resp.ravel())  # a prefix as long as the answer is the answer
+    short = prefix_texts(ds, 3)
+    n_words = np.array([len(t.split()) for t in short.ravel()]).reshape(short.shape)
+    assert all(r.startswith(t) for r, t in zip(resp.ravel(), short.ravel()))
+    assert n_words.max() == 3 and (n_words <= 3).all()
+    assert any(len(r.split()) > 3 for r in resp.ravel())
+    # a response that stopped at EOS within the prefix is judged whole, without the EOS
+    ended = (_lengths(ds) <= 3) & (ds["stop_reason"].values == "eos")
+    assert ended.any() and (short[ended] == resp[ended]).all()
+
+
+def test_judge_run_on_prefixes(run, tmp_path):
+    from phasebayes.dataset import save_run
+    from phasebayes.judge import MetricJudge, judge_run
+    from phasebayes.judge.prefix import prefix_texts
+
+    _, ds = run
+    judged = judge_run(ds, None, MetricJudge("length_words"), prefix_tokens=3, progress=False)
+    score = judged["score"].sel(order_parameter="length_words").values
+    expected = np.array([len(t.split()) for t in prefix_texts(ds, 3).ravel()], float).reshape(score.shape)
+    np.testing.assert_array_equal(score, expected)
+    whole = np.array([len(t.split()) for t in ds["response"].values.ravel()], float).reshape(score.shape)
+    assert (score <= whole).all() and (score < whole).any()
+    assert int(judged["judge_prefix_tokens"].sel(order_parameter="length_words")) == 3
+    # a second order parameter on whole responses keeps the first one's prefix length
+    both = judge_run(judged, None, MetricJudge("length_chars"), progress=False)
+    assert dict(zip(both["order_parameter"].values, both["judge_prefix_tokens"].values)) == {"length_words": 3, "length_chars": 0}
+    assert '"length_words": 3' in both.attrs["judge_prefix_tokens"]
+    np.testing.assert_array_equal(both["score"].sel(order_parameter="length_words").values, score)
+    back = open_run(save_run(both, tmp_path / "judged.nc"))
+    assert list(back["judge_prefix_tokens"].values) == [3, 0]
+
+
+def test_judge_prefix_errors(run):
+    from phasebayes.config import config_from_dict
+    from phasebayes.errors import RunDataError
+    from phasebayes.judge import MetricJudge, judge_run
+
+    _, ds = run
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ConfigError, match="prefix_tokens"):
+            judge_run(ds, None, MetricJudge("length_words"), prefix_tokens=bad, progress=False)
+    with pytest.raises(RunDataError, match="token_ids"):
+        judge_run(ds.drop_vars("token_ids"), None, MetricJudge("length_words"), prefix_tokens=3, progress=False)
+    no_base = ds.copy()
+    no_base.attrs = {k: v for k, v in ds.attrs.items() if k != "base_model"}
+    with pytest.raises(ConfigError, match="tokenizer="):
+        judge_run(no_base, None, MetricJudge("length_words"), prefix_tokens=3, progress=False)
+    with pytest.raises(ConfigError, match=r"\[judge\].prefix_tokens"):
+        config_from_dict({"judge": {"prefix_tokens": 0}}, check_files=False)
+    assert config_from_dict({"judge": {"prefix_tokens": 16}}, check_files=False).judge.prefix_tokens == 16
