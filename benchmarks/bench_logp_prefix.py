@@ -5,7 +5,8 @@ prefixes existed). Measured: the same stage with prefix lengths (default 8, 16, 
 :func:`phasebayes.llm.generate` on the same samples after deleting the logp shards (sampling is skipped:
 its shards are kept), so each timing is the teacher-forced scoring of every sample under its 2K + 1
 neighbouring checkpoints, writing the shards and consolidating ``run.nc``. Runs alternate between the two
-settings; medians are reported. Goal: ratio ~1.0 (the prefixes are a cumulative sum of per-token
+settings; medians of wall time and of process CPU time (less disturbed by other processes on a
+shared machine) are reported. Goal: ratio ~1.0 (the prefixes are a cumulative sum of per-token
 log-probabilities the stage computes anyway).
 
 Model: the tiny in-process test model (:func:`phasebayes.llm.testing.build_tiny_model`), 4 full-weight
@@ -59,19 +60,23 @@ def main() -> None:
         print(f"tiny Llama (hidden {args.hidden}, 2 layers), {args.threads} thread(s); 4 checkpoints x {len(prompts)} prompts "
               f"x {args.samples} samples, {n_tok} generated tokens, {n_scored} (sample, checkpoint) scores, window K=1")
         times: dict[str, list[float]] = {"baseline (no prefixes)": [], f"prefixes {args.prefixes}": []}
+        cpu: dict[str, list[float]] = {k: [] for k in times}
         settings = [((), "baseline (no prefixes)"), (args.prefixes, f"prefixes {args.prefixes}")]
         for _ in range(args.reps):
             for prefixes, label in settings:
                 shutil.rmtree(root / "gen" / "logp")
                 (root / "gen" / "run.nc").unlink()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 generate(root / "ckpts", prompts, root / "gen", cfg(prefixes))
                 times[label].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        base = med["baseline (no prefixes)"]
-        for label, t in med.items():
-            print(f"  logp stage, {label:<28} median {t:7.3f} s  (runs: {', '.join(f'{x:.3f}' for x in times[label])})  "
-                  f"ratio {t / base:5.3f}")
+                cpu[label].append(time.process_time() - c0)
+        for kind, table in (("wall", times), ("CPU ", cpu)):
+            med = {k: statistics.median(v) for k, v in table.items()}
+            base = med["baseline (no prefixes)"]
+            for label, t in med.items():
+                print(f"  logp stage {kind}, {label:<24} median {t:7.3f} s  ratio {t / base:5.3f}  "
+                      f"(runs: {', '.join(f'{x:.2f}' for x in table[label])})")
+        base = statistics.median(cpu["baseline (no prefixes)"])
         # the prefix arithmetic alone, on per-token arrays of the same lengths
         rng = np.random.default_rng(0)
         lengths = (ds["token_ids"].values >= 0).sum(-1).ravel()
@@ -80,7 +85,7 @@ def main() -> None:
         prefix_logprobs(per_token, args.prefixes)
         t_cum = time.perf_counter() - t0
         print(f"  cumulative sums alone for {len(per_token)} sequences: {t_cum * 1e3:.2f} ms "
-              f"({t_cum / base * 100:.3f}% of the baseline stage)")
+              f"({t_cum / base * 100:.2f}% of the baseline stage's CPU time)")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,14 @@ def test_prefix_logprobs_is_a_cumulative_sum():
     np.testing.assert_array_equal(got, [[-1.0, -3.0, -6.0], [0.0, 0.0, 0.0], [-0.5, -0.5, -0.5]])
     with pytest.raises(ValueError, match=">= 1"):
         prefix_logprobs(per_token, [0])
+    rng = np.random.default_rng(1)
+    many = [rng.normal(-2.0, 1.0, n) for n in rng.integers(0, 40, 200)]
+    ms = [1, 5, 16, 39, 40, 100]
+    got = prefix_logprobs(many, ms)
+    for i, t in enumerate(many):
+        cum = np.cumsum(t)
+        expected = [float(t.sum()) if m >= len(t) else cum[m - 1] for m in ms]
+        np.testing.assert_array_equal(got[i], expected)
 
 
 def test_logp_prefix_in_the_run_dataset(run):

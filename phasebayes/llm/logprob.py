@@ -232,15 +232,17 @@ def prefix_logprobs(per_token: Sequence[np.ndarray], prefix_tokens: Sequence[int
     call). A response of at most ``m`` tokens contributes its whole log-probability, the same number
     :func:`sequence_logprobs` gives; an empty response gives 0.
     """
-    ms = [int(m) for m in prefix_tokens]
-    if any(m < 1 for m in ms):
-        raise ValueError(f"prefix lengths must be >= 1 token, got {ms}.")
-    out = np.zeros((len(per_token), len(ms)), dtype=np.float64)
+    ms = np.array([int(m) for m in prefix_tokens], dtype=np.int64)
+    if (ms < 1).any():
+        raise ValueError(f"prefix lengths must be >= 1 token, got {ms.tolist()}.")
+    n = len(per_token)
+    lengths = np.array([len(t) for t in per_token], dtype=np.int64)
+    padded = np.zeros((n, max(1, int(lengths.max(initial=0)))), dtype=np.float64)
     for i, t in enumerate(per_token):
-        n = len(t)
-        if not n:
-            continue
-        cum = np.cumsum(t, dtype=np.float64)
-        whole = float(np.sum(t))  # the exact value sequence_logprobs stores
-        out[i] = [whole if m >= n else cum[m - 1] for m in ms]
-    return out
+        padded[i, : len(t)] = t
+    cum = np.cumsum(padded, axis=1)  # row-wise: no rounding carried over from other responses
+    last = np.minimum(ms[None, :], lengths[:, None]) - 1  # index of the last token in each prefix
+    out = np.where(last >= 0, np.take_along_axis(cum, np.clip(last, 0, None), axis=1), 0.0)
+    whole = ms[None, :] >= lengths[:, None]
+    totals = np.array([float(np.sum(t)) for t in per_token])  # the exact value sequence_logprobs stores
+    return np.where(whole, totals[:, None], out) if n else out.reshape(0, len(ms))
