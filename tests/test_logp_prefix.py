@@ -219,3 +219,18 @@ def test_judge_prefix_errors(run):
     with pytest.raises(ConfigError, match=r"\[judge\].prefix_tokens"):
         config_from_dict({"judge": {"prefix_tokens": 0}}, check_files=False)
     assert config_from_dict({"judge": {"prefix_tokens": 16}}, check_files=False).judge.prefix_tokens == 16
+
+
+def test_pipeline_judge_stage_uses_the_configured_prefix(run, tmp_path):
+    from phasebayes.config import config_from_dict
+    from phasebayes.pipeline import Pipeline
+
+    root, ds = run
+    cfg = config_from_dict({"run": {"output_dir": str(tmp_path / "run"), "dataset": str(root / "gen" / "run.nc"), "quiet": True},
+                            "judge": {"judges": ["metric"], "metrics": ["length_words"], "prefix_tokens": 2}},
+                           base_dir=tmp_path)
+    (tmp_path / "run").mkdir()
+    Pipeline(cfg, log=lambda msg: None).judge()
+    judged = open_run(tmp_path / "run" / "run.nc")
+    assert int(judged["judge_prefix_tokens"].sel(order_parameter="length_words")) == 2
+    assert judged["score"].max() == 2 and "logp_prefix" in judged

@@ -11,6 +11,7 @@ decodes as the tokenizer renders that partial sequence.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,15 @@ def _tokenizer_for(ds: xr.Dataset, tokenizer: Any) -> Any:
     return load_tokenizer(base)
 
 
+def _eos_ids(value: Any) -> set[int]:
+    """The ``eos_token_ids`` attribute as a set (a saved run dataset holds it as a JSON string)."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    if value is None:
+        return set()
+    return {int(e) for e in np.atleast_1d(value)}
+
+
 def prefix_texts(ds: xr.Dataset, prefix_tokens: int, *, tokenizer: Any = None) -> np.ndarray:
     """Text of the first ``prefix_tokens`` generated tokens of every response, shape (step, prompt, sample).
 
@@ -56,7 +66,7 @@ def prefix_texts(ds: xr.Dataset, prefix_tokens: int, *, tokenizer: Any = None) -
                            "dataset does not have (it was not made by the generate stage); judge whole responses "
                            "(prefix_tokens = None) instead.")
     tok = _tokenizer_for(ds, tokenizer)
-    eos = {int(e) for e in ds.attrs.get("eos_token_ids", [])} or {int(tok.eos_token_id)}
+    eos = _eos_ids(ds.attrs.get("eos_token_ids")) or {int(tok.eos_token_id)}
     ids = ds["token_ids"].transpose("step", "prompt", "sample", "token").values
     resp = ds["response"].transpose("step", "prompt", "sample").values if "response" in ds else None
     out = np.empty(ids.shape[:3], dtype=object)
