@@ -321,7 +321,8 @@ def generate(
     Returns
     -------
     The run dataset (also saved as ``output_dir/run.nc``) with variables ``response``, ``n_tokens``,
-    ``stop_reason``, ``token_ids`` (padded with -1 along ``token``), ``logp`` and the training log.
+    ``stop_reason``, ``token_ids`` (padded with -1 along ``token``), ``logp``, ``logp_prefix`` (prefix
+    lengths ``config.logp_prefix_tokens`` along ``prefix_tokens``; see :mod:`.prefix_logp`) and the training log.
 
     Cost (SmolLM2-135M on a shared 2-core CPU, 1 thread): sampling ≈ 14 tokens/s one at a time and
     ≈ 85 tokens/s in batches of 16; scoring ≈ 300 response tokens/s per reference checkpoint, and each
