@@ -148,7 +148,8 @@ class JudgeSection:
     :data:`phasebayes.judge.DEFAULT_CLAUDE_MODEL`); ``claude_mode`` — ``"messages"`` or ``"batch"``;
     ``local_model`` — model folder for ``local_lm`` (default the embedded SmolLM2);
     ``replicates`` — judgements per response for stochastic judges; ``cache`` — SQLite judge cache
-    (default ``<run>/judge_cache.sqlite``).
+    (default ``<run>/judge_cache.sqlite``); ``prefix_tokens`` — judge only the first m generated tokens
+    of each response (every judge; recorded as ``judge_prefix_tokens``; default: whole responses).
     """
 
     judges: list[str] = field(default_factory=lambda: ["metric", "embedding"])
@@ -161,6 +162,7 @@ class JudgeSection:
     local_model: str | None = None
     replicates: int = 1
     cache: str | None = None
+    prefix_tokens: int | None = None
 
 
 @dataclass
@@ -437,6 +439,9 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
     _choice(src, "[judge].claude_mode", j.claude_mode, ("messages", "batch"))
     if j.replicates < 1:
         raise ConfigError(f"{src}: [judge].replicates must be >= 1, got {j.replicates}.")
+    if j.prefix_tokens is not None and j.prefix_tokens < 1:
+        raise ConfigError(f"{src}: [judge].prefix_tokens must be >= 1 (tokens judged of each response; leave it out "
+                          f"to judge whole responses), got {j.prefix_tokens}.")
     if set(j.judges) & {"embedding", "claude", "local_lm"}:
         if not j.rubrics:
             raise ConfigError(f"{src}: [judge].rubrics is empty but a rubric judge ({j.judges}) is used.")

@@ -303,7 +303,7 @@ class Pipeline:
         for judge, rubrics in self.judges():
             names = [r.name for r in (rubrics or judge.rubrics() or [])]
             self.log(f"judge: {judge.model_name} -> {', '.join(names)}")
-            ds = judge_run(ds, rubrics, judge, cache=cache, progress=not c.run.quiet)
+            ds = judge_run(ds, rubrics, judge, cache=cache, progress=not c.run.quiet, prefix_tokens=c.judge.prefix_tokens)
         ds.attrs["judges"] = json.dumps(c.judge.judges)
         save_run(ds, self.run_path, overwrite=True)
         self.timings["judge"] = time.perf_counter() - t0

@@ -16,6 +16,8 @@ and returns the dataset with, on the ``order_parameter`` dimension:
 ``rubric_version``            content hash of the rubric
 ``judge_id``                  ``kind:model#fingerprint`` of the judge
 ``scale_min``, ``scale_max``  the rubric's scale
+``judge_prefix_tokens``       int: the order parameter was judged on the first m generated tokens of
+                              each response (``prefix_tokens=m``); 0 = on whole responses
 ============================  ======================================================================
 
 Order parameters already in the dataset and not re-judged are kept; re-judged ones are replaced.
@@ -50,7 +52,7 @@ _BLOCK_ITEMS = 50_000  # texts judged per block of checkpoints (bounds the memor
 _OP_DEFAULTS: dict[str, Any] = {
     "score": np.nan, "score_status": STATUS["missing"], "score_reason": "", "score_replicates": np.nan,
     "score_replicate_status": STATUS["missing"], "rubric_text": "", "rubric_version": "", "judge_id": "",
-    "scale_min": np.nan, "scale_max": np.nan,
+    "scale_min": np.nan, "scale_max": np.nan, "judge_prefix_tokens": 0,
 }
 
 
@@ -160,6 +162,8 @@ def judge_run(
     *,
     cache: JudgeCache | str | os.PathLike | None = None,
     progress: bool = True,
+    prefix_tokens: int | None = None,
+    tokenizer: Any = None,
 ) -> xr.Dataset:
     """Judge every response of a run dataset under each rubric; return the dataset with scores.
 
@@ -177,6 +181,12 @@ def judge_run(
         a killed job resumes), or None for an in-memory cache.
     progress
         Show tqdm progress bars.
+    prefix_tokens
+        Judge only the first m generated tokens of each response (see :mod:`phasebayes.judge.prefix`;
+        needs ``token_ids``), so the order parameter is stated at a fixed answer length like the
+        ``logp_prefix`` array; recorded as ``judge_prefix_tokens``. None (default) = whole responses.
+    tokenizer
+        Tokenizer that decodes the prefixes (default: that of ``ds.attrs["base_model"]``).
 
     Returns
     -------
@@ -200,6 +210,11 @@ def judge_run(
         raise ConfigError(f"rubric names must be unique; got {names}.")
     texts = _prompt_texts(ds)
     n_step, n_prompt, n_sample = (ds.sizes[d] for d in ("step", "prompt", "sample"))
+    prefixed = None
+    if prefix_tokens is not None:
+        from .prefix import prefix_texts
+
+        prefixed = prefix_texts(ds, prefix_tokens, tokenizer=tokenizer)  # (step, prompt, sample), from token ids
     k = 1 if judge.deterministic else int(judge.replicates)
     store, owned = open_cache(cache)
     try:
@@ -211,6 +226,8 @@ def judge_run(
         # texts are read (and judged) a block of checkpoints at a time, so memory stays bounded
         for block in iter_responses(ds, max_texts=max(1, _BLOCK_ITEMS // k)):
             resp = block.transpose("step", "prompt", "sample").values
+            if prefixed is not None:
+                resp = prefixed[first:first + resp.shape[0]]
             cells = [(first + s, p, n) for s in range(resp.shape[0]) for p in range(n_prompt) for n in range(n_sample)
                      if not _is_missing(resp[s, p, n])]
             items = [JudgeItem(texts[p], str(resp[s - first, p, n]), r) for (s, p, n) in cells for r in range(k)]
@@ -227,6 +244,7 @@ def judge_run(
         if owned:
             store.close()
     new = _aggregate(rep_score, rep_status, rep_reason, rubrics, judge, ds)
+    new["judge_prefix_tokens"] = ("order_parameter", np.full(len(rubrics), int(prefix_tokens or 0), dtype=np.int64))
     out = _merge(ds, new)
     for name in names:
         if not np.isfinite(out["score"].sel(order_parameter=name).values).any():
@@ -328,4 +346,7 @@ def _merge(ds: xr.Dataset, new: xr.Dataset) -> xr.Dataset:
         if "rubric_version" in out else {}
     out.attrs["judge_ids"] = json.dumps(info_ids, sort_keys=True)
     out.attrs["rubric_versions"] = json.dumps(info_versions, sort_keys=True)
+    if "judge_prefix_tokens" in out:
+        out.attrs["judge_prefix_tokens"] = json.dumps(
+            dict(zip(map(str, out["order_parameter"].values), map(int, out["judge_prefix_tokens"].values))), sort_keys=True)
     return out

@@ -15,6 +15,7 @@ Typical use::
 Modules: :mod:`.base_model` (base model access, the embedded SmolLM2), :mod:`.chat_data` (JSONL chat
 data, prompt sets, chat template, assistant-token masks), :mod:`.finetune` (LoRA/full SFT loop: :func:`train`),
 :mod:`.checkpoints` (discovery and adapter hot-swap), :mod:`.logprob` (teacher forcing),
+:mod:`.prefix_logp` (log-probabilities of fixed-length answer prefixes, ``logp_prefix``),
 :mod:`.sampling` (:func:`generate`: sampling, logp shards, consolidation), :mod:`.testing` (a tiny in-process model),
 :mod:`.presets` (demo-sized settings: ``preset("demo")``, ``preset("quick")``).
 """
@@ -25,7 +26,7 @@ from .base_model import DEFAULT_BASE_MODEL, ensure_default_model, load_base_mode
 from .chat_data import prompt_token_ids, read_chat_jsonl, read_prompts, tokenize_conversation
 from .checkpoints import Checkpoint, CheckpointSwitcher, find_checkpoints
 from .sampling import GenerateConfig, consolidate, generate
-from .logprob import sequence_logprobs, token_logprobs
+from .logprob import prefix_logprobs, sequence_logprobs, token_logprobs
 from .testing import build_tiny_model
 from .finetune import TrainConfig, TrainResult, read_training_log, train
 from .presets import PRESETS, preset
@@ -48,6 +49,7 @@ __all__ = [
     "consolidate",
     "sequence_logprobs",
     "token_logprobs",
+    "prefix_logprobs",
     "build_tiny_model",
     "TrainConfig",
     "TrainResult",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sequence_logprobs", "token_logprobs"]
+__all__ = ["sequence_logprobs", "token_logprobs", "prefix_logprobs"]
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
@@ -221,3 +221,28 @@ def sequence_logprobs(
         share_prompts=share_prompts,
     )
     return np.array([float(t.sum()) for t in per_token], dtype=np.float64)
+
+
+def prefix_logprobs(per_token: Sequence[np.ndarray], prefix_tokens: Sequence[int]) -> np.ndarray:
+    """Log-probability (nats, float64) of the first ``m`` tokens of each response, for each ``m``.
+
+    ``per_token`` is the output of :func:`token_logprobs` (one array per response); returns shape
+    ``(len(per_token), len(prefix_tokens))`` with entry ``[i, k]`` = the sum of the first
+    ``prefix_tokens[k]`` per-token log-probabilities of response ``i`` (a cumulative sum, no model
+    call). A response of at most ``m`` tokens contributes its whole log-probability, the same number
+    :func:`sequence_logprobs` gives; an empty response gives 0.
+    """
+    ms = np.array([int(m) for m in prefix_tokens], dtype=np.int64)
+    if (ms < 1).any():
+        raise ValueError(f"prefix lengths must be >= 1 token, got {ms.tolist()}.")
+    n = len(per_token)
+    lengths = np.array([len(t) for t in per_token], dtype=np.int64)
+    padded = np.zeros((n, max(1, int(lengths.max(initial=0)))), dtype=np.float64)
+    for i, t in enumerate(per_token):
+        padded[i, : len(t)] = t
+    cum = np.cumsum(padded, axis=1)  # row-wise: no rounding carried over from other responses
+    last = np.minimum(ms[None, :], lengths[:, None]) - 1  # index of the last token in each prefix
+    out = np.where(last >= 0, np.take_along_axis(cum, np.clip(last, 0, None), axis=1), 0.0)
+    whole = ms[None, :] >= lengths[:, None]
+    totals = np.array([float(np.sum(t)) for t in per_token])  # the exact value sequence_logprobs stores
+    return np.where(whole, totals[:, None], out) if n else out.reshape(0, len(ms))

@@ -43,14 +43,23 @@ import xarray as xr
 from ..errors import ConfigError
 from ..storage import atomic_path, atomic_write_text
 from .checkpoints import BASE_KIND, Checkpoint, CheckpointSwitcher, find_checkpoints
+from .prefix_logp import (
+    add_logp_prefix,
+    check_prefix_tokens,
+    prefix_lengths,
+    prefix_shard_arrays,
+    read_prefix_shard,
+    shard_lacks_prefixes,
+)
 
 __all__ = ["GenerateConfig", "generate", "consolidate", "RUN_FILE", "STOP_REASONS"]
 
 RUN_FILE = "run.nc"
 STOP_REASONS = ("eos", "length")
 _MANIFEST = "manifest.json"
-# settings that do not change the result and may differ on a resumed run
-_RESUME_FREE = {"show_progress", "num_threads", "device", "logp_batch_size", "max_batch_tokens"}
+# settings that do not change the result and may differ on a resumed run (``logp_prefix_tokens`` only
+# adds numbers: a logp shard that lacks a requested prefix length is recomputed, samples are kept)
+_RESUME_FREE = {"show_progress", "num_threads", "device", "logp_batch_size", "max_batch_tokens", "logp_prefix_tokens"}
 
 
 @dataclass
@@ -76,6 +85,12 @@ class GenerateConfig:
         K: score the samples of step index i under the checkpoints i-K..i+K (``None`` = all checkpoints).
         The exact-likelihood dissimilarity with windows of half-length L needs K >= 2L - 1 (L = 1: K = 1;
         L = 2: K = 3). Cost grows with 2K + 1.
+    logp_prefix_tokens
+        Prefix lengths m (tokens, each >= 1) for the ``logp_prefix`` array: log P(first m tokens of the
+        response | checkpoint ref_step), from the same teacher-forced per-token log-probabilities as
+        ``logp`` (a cumulative sum, no extra model call). Tokens are the generated ids, the final EOS
+        included; a response of at most m tokens contributes its whole log-probability (= ``logp``).
+        ``()`` = none. Changing it on a resumed run recomputes only the logp shards that lack a length.
     logp_batch_size, max_batch_tokens
         Sequences and padded response tokens per teacher-forcing pass (memory knobs: the logits of one
         pass take ``max_batch_tokens × vocabulary × 4`` bytes, twice; they do not change results).
@@ -96,6 +111,7 @@ class GenerateConfig:
     batch_size: int = 32
     logp: bool = True
     logp_window: int | None = 2
+    logp_prefix_tokens: tuple[int, ...] = (8, 16, 32)
     logp_batch_size: int = 16
     max_batch_tokens: int = 4096
     system_prompt: str | None = None
@@ -119,6 +135,7 @@ class GenerateConfig:
             )
         if self.logp_window is not None and int(self.logp_window) < 0:
             raise ConfigError(f"logp_window must be >= 0 or None, got {self.logp_window}.")
+        check_prefix_tokens(self.logp_prefix_tokens)
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -305,7 +322,8 @@ def generate(
     Returns
     -------
     The run dataset (also saved as ``output_dir/run.nc``) with variables ``response``, ``n_tokens``,
-    ``stop_reason``, ``token_ids`` (padded with -1 along ``token``), ``logp`` and the training log.
+    ``stop_reason``, ``token_ids`` (padded with -1 along ``token``), ``logp``, ``logp_prefix`` (prefix
+    lengths ``config.logp_prefix_tokens`` along ``prefix_tokens``; see :mod:`.prefix_logp`) and the training log.
 
     Cost (SmolLM2-135M on a shared 2-core CPU, 1 thread): sampling ≈ 14 tokens/s one at a time and
     ≈ 85 tokens/s in batches of 16; scoring ≈ 300 response tokens/s per reference checkpoint, and each
@@ -366,7 +384,8 @@ def generate(
     logp_path = {s: out / "logp" / f"ref-{s:08d}.npz" for s in step_list}
     todo_gen = [s for s in step_list if not sample_path[s].exists()]
     K = len(step_list) if cfg.logp_window is None else int(cfg.logp_window)
-    todo_logp = [s for s in step_list if cfg.logp and not logp_path[s].exists()]
+    prefixes = prefix_lengths(cfg.logp_prefix_tokens, cfg.logp)
+    todo_logp = [s for s in step_list if cfg.logp and (not logp_path[s].exists() or shard_lacks_prefixes(logp_path[s], prefixes))]
 
     model = tokenizer = switcher = None
     if todo_gen or todo_logp:
@@ -403,9 +422,9 @@ def generate(
                         for n in range(cfg.n_samples):
                             prompts_flat.append(p_ids[p])
                             resp_flat.append(shards[w]["token_ids"][p][n])
-                from .logprob import sequence_logprobs
+                from .logprob import token_logprobs
 
-                lp = sequence_logprobs(
+                per_token = token_logprobs(
                     m,
                     prompts_flat,
                     resp_flat,
@@ -414,7 +433,10 @@ def generate(
                     batch_size=cfg.logp_batch_size,
                     max_batch_tokens=cfg.max_batch_tokens,
                 )
-                _save_npz(logp_path[s], steps=np.array(window, dtype=np.int64), logp=lp.reshape(len(window), len(prompt_list), cfg.n_samples))
+                lp = np.array([float(t.sum()) for t in per_token], dtype=np.float64)  # = sequence_logprobs
+                shape = (len(window), len(prompt_list), cfg.n_samples)
+                _save_npz(logp_path[s], steps=np.array(window, dtype=np.int64), logp=lp.reshape(shape),
+                          **prefix_shard_arrays(per_token, prefixes, shape))
                 bar.update(len(resp_flat))
             bar.close()
 
@@ -435,7 +457,7 @@ def generate(
     if tokenizer is None:
         tokenizer = load_tokenizer(base_path)
     attrs["chat_template_sha256"] = hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()
-    return consolidate(out, training_log=log, attrs=attrs)
+    return consolidate(out, training_log=log, attrs=attrs, prefix_tokens=prefixes)
 
 
 def consolidate(
@@ -444,6 +466,7 @@ def consolidate(
     training_log: pd.DataFrame | str | os.PathLike | None = None,
     attrs: dict[str, Any] | None = None,
     save: bool = True,
+    prefix_tokens: Sequence[int] | None = None,
 ) -> xr.Dataset:
     """Build the run dataset from the shards in ``output_dir`` (and save it as ``run.nc`` if ``save``).
 
@@ -454,7 +477,13 @@ def consolidate(
     Variables: ``response`` (str), ``n_tokens`` (int: response tokens without the final EOS),
     ``stop_reason`` (``"eos"``/``"length"``), ``token_ids`` (int32, the generated ids including the final
     EOS, padded with -1 along ``token``), ``logp`` (float64 nats; dims step, prompt, sample, ref_step;
-    NaN outside the window) and the training log (``train_step`` variables).
+    NaN outside the window), ``logp_prefix`` (float64 nats; dims step, prompt, sample, ref_step,
+    prefix_tokens: log-probability of the first ``prefix_tokens`` tokens; only when the logp shards hold
+    prefix data) and the training log (``train_step`` variables).
+
+    ``prefix_tokens`` selects the prefix lengths of ``logp_prefix`` (a length a shard lacks is NaN
+    there); ``None`` takes the lengths every logp shard holds, and no ``logp_prefix`` when there are none
+    (e.g. shards written before prefix log-probabilities existed).
     """
     from ..dataset import _version, save_run, training_log_dataset
     from ..runstore import BlockArray, lazy_variable
@@ -519,6 +548,12 @@ def consolidate(
     response = lazy_variable(("step", "prompt", "sample"), BlockArray((S, P, N), object, 0, load_text))
     token_ids = lazy_variable(("step", "prompt", "sample", "token"), BlockArray((S, P, N, width), np.int32, 0, load_tokens))
     logp = lazy_variable(("step", "prompt", "sample", "ref_step"), BlockArray((S, P, N, S), np.float64, 3, load_logp))
+    held: dict[int, tuple[list[int], dict[int, np.ndarray]]] = {}  # ref position -> (window, prefix data)
+    for j, s in enumerate(steps):
+        f = out / "logp" / f"ref-{s:08d}.npz"
+        if f.exists():
+            with np.load(f) as z:
+                held[j] = ([int(w) for w in z["steps"]], read_prefix_shard(z))
     ds = xr.Dataset(
         {
             "response": (("step", "prompt", "sample"), response),
@@ -537,6 +572,7 @@ def consolidate(
         },
     )
     ds["logp"].attrs.update({"units": "nats", "description": "log P(response | prompt, checkpoint ref_step) at the sampling temperature; NaN = not computed"})
+    ds = add_logp_prefix(ds, held, prefix_tokens)
     ds["n_tokens"].attrs["description"] = "response length in tokens, without the final EOS token"
     ds["token_ids"].attrs["description"] = "generated token ids including the final EOS (stop_reason 'eos'); -1 = padding"
     if training_log is not None:
