@@ -175,7 +175,9 @@ def read_tensorboard(path: str | os.PathLike) -> TrainingLog:
                 if arr.size == 1 and np.issubdtype(arr.dtype, np.number):
                     records.append((tag, int(e.step), float(arr.ravel()[0]), float(e.wall_time)))
     if not records:
-        raise RunDataError(f"{path}: the TensorBoard event files hold no scalar values.")
+        raise RunDataError(f"{', '.join(str(f) for f in files[:3])}: no scalar values could be read from the TensorBoard event "
+                           "file(s); they are empty or corrupt. Pass the log folder of the run that logged the training "
+                           "scalars (e.g. output_dir/runs/...).")
     df = pd.DataFrame(records, columns=["tag", "step", "value", "wall_time"]).sort_values("wall_time", kind="stable")
     tables = {"train": {}, "eval": {}}
     for tag, grp in df.groupby("tag", sort=False):
