@@ -111,3 +111,42 @@ def test_trainer_peft_run_through_phasebayes_run(tmp_path_factory, tmp_path):
     html = (run / "report" / "report.html").read_text()
     assert "Gradient norm and its peak" in html and "lag to grad-norm peak" in html
     assert "gradient-norm peak" in stdout
+
+
+def test_converted_base_model_folder_loses_the_gguf_entry(tmp_path):
+    """Old converted folders are migrated on first use: no quantization_config, everything else kept."""
+    from phasebayes.llm.base_model import drop_quantization_entry, ensure_default_model
+
+    target = tmp_path / "cache" / "SmolLM2-135M-Instruct"
+    target.mkdir(parents=True)
+    cfg = {"architectures": ["LlamaForCausalLM"], "hidden_size": 576,
+           "quantization_config": {"quant_method": "gguf"}, "torch_dtype": "float32"}
+    (target / "config.json").write_text(json.dumps(cfg))
+    (target / "model.safetensors").write_bytes(b"")
+    assert ensure_default_model(tmp_path / "cache", quiet=True) == target
+    new = json.loads((target / "config.json").read_text())
+    assert "quantization_config" not in new and new["hidden_size"] == 576 and new["architectures"] == ["LlamaForCausalLM"]
+    assert drop_quantization_entry(target) is False  # idempotent
+
+
+def test_counts_table_on_the_command_line(tmp_path):
+    """Per-checkpoint counts (k of n) + a W&B export: analysed without per-answer rows or a decomposition."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 110, 10)
+    p = np.where(steps >= 50, 0.4, 0.05)
+    n = np.full(steps.size, 200)
+    pd.DataFrame({"step": steps, "order_parameter": "misaligned", "k": rng.binomial(n, p), "n": n}).to_csv(
+        tmp_path / "counts.csv", index=False)
+    s = np.arange(1, 101)
+    pd.DataFrame({"_step": s - 1, "train/global_step": s, "train/grad_norm": 1 + 4 * np.exp(-0.5 * ((s - 40) / 6) ** 2),
+                  "train/loss": 2 - s / 100}).to_csv(tmp_path / "wandb.csv", index=False)
+    out = tmp_path / "an"
+    rc, stdout, err = run_cli(["analyze", str(tmp_path / "counts.csv"), "--training-log", str(tmp_path / "wandb.csv"),
+                               "--out", str(out), *SMALL])
+    assert rc == 0, err[-3000:]
+    a = pb.Analysis.load(out / "analysis.nc")
+    assert a.decomposition is None and a.dissimilarity is None
+    t = a.summary_table()
+    assert 40 <= t.loc["misaligned", "tau_median"] <= 50 and t.loc["misaligned", "likelihood"] == "binomial"
+    assert 30 < a.peak.summary().iloc[0]["median"] < 50
+    assert (out / "report" / "report.html").exists()

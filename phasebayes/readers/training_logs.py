@@ -269,7 +269,7 @@ def training_log_variables(log: TrainingLog | pd.DataFrame, *, checkpoint_steps:
 
     if isinstance(log, pd.DataFrame):
         log = TrainingLog(log)
-    train = log.train.rename(columns={c: f"train_{c}" for c in log.train.columns if c in set(rename)})
+    train = log.train.rename(columns={c: f"train_{c}" for c in log.train.columns if c in set(rename) and c != "step"})
     ds = training_log_dataset(train) if len(train) else xr.Dataset()
     if len(log.eval) and len(log.eval.columns) > 1:
         ev = training_log_dataset(log.eval).rename({"train_step": "eval_step"})
