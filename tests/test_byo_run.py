@@ -17,6 +17,7 @@ from phasebayes.readers.trainer_state import read_trainer_state  # noqa: E402
 from _tiny_demo import run_cli, tiny_model  # noqa: E402
 from test_readers_judged import write_community_folder  # noqa: E402
 from test_readers_logs import write_trainer_run  # noqa: E402
+from test_weight_signals import write_lora_trajectory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "analyze.draws=100", "--set", "analyze.tune=150", "--set", "analyze.peak_draws=100",
@@ -51,9 +52,11 @@ def test_community_folder_one_command(tmp_path):
     """A per-checkpoint CSV folder + a Trainer log: one command gives τ of the derived indicator and its lag."""
     write_community_folder(tmp_path / "judged", steps=(0, 2, 4, 6, 8, 10), n_q=3, n_a=6)
     write_trainer_run(tmp_path / "trainer", checkpoints=(4, 8, 10))
+    write_lora_trajectory(tmp_path / "lora", list(range(1, 11)), turn_step=5)
     out = tmp_path / "an"
     rc, stdout, err = run_cli(["analyze", str(tmp_path / "judged"), "--training-log", str(tmp_path / "trainer"),
-                               "--derived", "misaligned=aligned < 30 and coherent > 50", "--out", str(out), *SMALL])
+                               "--derived", "misaligned=aligned < 30 and coherent > 50", "--weights", str(tmp_path / "lora"),
+                               "--out", str(out), *SMALL])
     assert rc == 0, err[-3000:]
     assert "misaligned" in stdout and "gradient-norm peak" in stdout
     ds = pb.open_run(out / "run.nc")
@@ -65,7 +68,13 @@ def test_community_folder_one_command(tmp_path):
     t = a.summary_table()
     assert 2 <= t.loc["misaligned", "tau_median"] <= 6  # the simulated answers turn at step 4
     assert np.isfinite(t.loc["misaligned", "lag_median"])
-    assert (out / "report" / "report.html").exists()
+    # every order parameter against every reference signal: grad norm + weight-space signals, summary and report
+    lags = a.reference_lags()
+    assert set(lags.index.get_level_values(0)) == {"grad_norm", "weight_distance", "lora_rotation"}
+    assert len(lags) == 3 * 3 and a.references["lora_rotation"].kind == "peak"
+    assert "lora_rotation" in stdout and "weight_distance" in stdout
+    html = (out / "report" / "report.html").read_text()
+    assert "Lags to every reference signal" in html and "lora_rotation" in html
 
 
 def test_analyze_garbage_and_foreign_outputs(tmp_path):

@@ -12,8 +12,12 @@ from phasebayes.readers.weights import lora_weight_signals, read_safetensors
 MODULES = [f"base_model.model.model.layers.{i}.self_attn.{p}_proj" for i in range(3) for p in ("q", "v")]
 
 
-def write_lora_trajectory(root, steps, turn_step, r=2, d_in=16, d_out=12, alpha=4, seed=0, dtype=np.float32):
-    """B moves along one direction until ``turn_step``, then along an orthogonal one; A fixed + noise."""
+def write_lora_trajectory(root, steps, turn_step, r=2, d_in=16, d_out=12, alpha=4, seed=0, dtype=np.float32,
+                          turn_width=0.0):
+    """B moves along one direction until ``turn_step``, then along an orthogonal one; A fixed + noise.
+
+    ``turn_width`` > 0 turns the direction gradually (a logistic in steps with that scale) instead of at once.
+    """
     rng = np.random.default_rng(seed)
     A = {m: rng.normal(size=(r, d_in)) for m in MODULES}
     u1 = {m: rng.normal(size=(d_out, r)) for m in MODULES}
@@ -23,8 +27,12 @@ def write_lora_trajectory(root, steps, turn_step, r=2, d_in=16, d_out=12, alpha=
     for m in MODULES:  # make the second direction orthogonal to the first (jointly over modules)
         u2[m] = u2[m] - proj * u1[m]
     Bs = {}
+    grid = np.arange(0, max(steps) + 1)
+    theta = (np.pi / 2 / (1 + np.exp(-(grid - turn_step) / turn_width)) if turn_width > 0
+             else np.where(grid > turn_step, np.pi / 2, 0.0))
+    c1, c2 = np.cumsum(np.cos(theta)) / 10.0, np.cumsum(np.sin(theta)) / 10.0  # position along u1, u2
     for s in steps:
-        t1, t2 = min(s, turn_step) / 10.0, max(s - turn_step, 0) / 10.0
+        t1, t2 = c1[s], c2[s]
         tensors = {}
         for m in MODULES:
             B = t1 * u1[m] + t2 * u2[m] + 0.01 * rng.normal(size=(d_out, r))
@@ -81,8 +89,9 @@ def test_peak_model_fits_the_rotation_signal(tmp_path):
     from phasebayes import GradientPeak
 
     steps = list(range(10, 410, 10))
-    write_lora_trajectory(tmp_path, steps, turn_step=200, seed=1)
+    write_lora_trajectory(tmp_path, steps, turn_step=200, seed=1, turn_width=15.0)
     ds = lora_weight_signals(tmp_path, window=2)
+    assert steps[int(np.nanargmax(ds["lora_rotation"].values))] in (190, 200, 210)
     res = GradientPeak(ds, signal="lora_rotation", log=False).fit(draws=300, tune=300, chains=2, cores=1, random_seed=0,
                                                                   progressbar=False, warn=False)
     row = res.summary().iloc[0]

@@ -272,7 +272,8 @@ def training_log_variables(log: TrainingLog | pd.DataFrame, *, checkpoint_steps:
     train = log.train.rename(columns={c: f"train_{c}" for c in log.train.columns if c in set(rename) and c != "step"})
     ds = training_log_dataset(train) if len(train) else xr.Dataset()
     if len(log.eval) and len(log.eval.columns) > 1:
-        ev = training_log_dataset(log.eval).rename({"train_step": "eval_step"})
+        ev = log.eval.rename(columns={c: f"eval_{c}" for c in log.eval.columns if c != "step" and not c.startswith("eval_")})
+        ev = training_log_dataset(ev).rename({"train_step": "eval_step"})
         ds = ds.merge(ev)
     problems = check_training_log(train, checkpoint_steps, where=log.source or "training log") if checkpoint_steps is not None else []
     if problems:
