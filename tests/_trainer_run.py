@@ -43,6 +43,6 @@ def trainer_lora_run(base: Path, out: Path, *, max_steps: int = 6, save_steps: i
     args = TrainingArguments(output_dir=str(out), max_steps=max_steps, save_steps=save_steps, save_strategy="steps",
                              logging_steps=1, per_device_train_batch_size=2, learning_rate=5e-3, warmup_steps=2,
                              lr_scheduler_type="cosine", report_to=[], use_cpu=True, seed=seed, dataloader_num_workers=0,
-                             disable_tqdm=True, save_safetensors=True)
+                             disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=Data(), data_collator=collate).train()
     return Path(out)

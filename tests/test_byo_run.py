@@ -48,6 +48,7 @@ def test_tensorboard_event_files(tmp_path):
         read_training_log(bad.parent)
 
 
+@pytest.mark.slow(ci=True)
 def test_community_folder_one_command(tmp_path):
     """A per-checkpoint CSV folder + a Trainer log: one command gives τ of the derived indicator and its lag."""
     write_community_folder(tmp_path / "judged", steps=(0, 2, 4, 6, 8, 10), n_q=3, n_a=6)
@@ -138,6 +139,7 @@ def test_converted_base_model_folder_loses_the_gguf_entry(tmp_path):
     assert drop_quantization_entry(target) is False  # idempotent
 
 
+@pytest.mark.slow(ci=True)
 def test_counts_table_on_the_command_line(tmp_path):
     """Per-checkpoint counts (k of n) + a W&B export: analysed without per-answer rows or a decomposition."""
     rng = np.random.default_rng(0)
@@ -159,3 +161,17 @@ def test_counts_table_on_the_command_line(tmp_path):
     assert 40 <= t.loc["misaligned", "tau_median"] <= 50 and t.loc["misaligned", "likelihood"] == "binomial"
     assert 30 < a.peak.summary().iloc[0]["median"] < 50
     assert (out / "report" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_converted_smollm2_trains_with_transformers_trainer(tmp_path):
+    """The real conversion (542 MB): a plain full-precision folder that Trainer + PEFT train."""
+    from _trainer_run import trainer_lora_run
+
+    from phasebayes.llm.base_model import ensure_default_model
+
+    folder = ensure_default_model(tmp_path / "models", quiet=True)
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    out = trainer_lora_run(folder, tmp_path / "out", max_steps=1, save_steps=1)
+    assert (out / "checkpoint-1" / "adapter_model.safetensors").exists()
+    assert np.isfinite(read_trainer_state(out)["grad_norm"]).all()
