@@ -11,7 +11,7 @@ from phasebayes.models.aggregated import require_per_answer
 
 def _binary_run(seed=0):
     ds, truth = pb.simulate_run(n_steps=12, n_prompts=3, n_samples=30, order_parameters=["misaligned"],
-                                likelihood="binomial", tau=0.5, levels=(0.1, 0.6), missing_fraction=0.1, seed=seed)
+                                likelihood="binomial", tau=500.0, levels=(0.1, 0.6), missing_fraction=0.1, seed=seed)
     return ds, truth
 
 
@@ -50,7 +50,7 @@ def test_counts_same_model_as_expanded_answers():
 
 def test_summaries_same_model_as_expanded_scores():
     ds, _ = pb.simulate_run(n_steps=10, n_prompts=2, n_samples=15, order_parameters=["alignment"], likelihood="normal",
-                            tau=0.4, levels=(0.0, 2.0), noise_sd=1.0, seed=3)
+                            tau=400.0, levels=(0.0, 2.0), noise_sd=1.0, seed=3)
     tidy = _tidy(ds)
     summ = tidy.groupby(["step", "prompt", "order_parameter"])["score"].agg(mean="mean", sd="std", n="count").reset_index()
     agg = pb.from_summaries(summ, scales={"alignment": None})
