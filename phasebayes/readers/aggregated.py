@@ -148,8 +148,8 @@ def from_summaries(table: pd.DataFrame, training_log=None, *, scales: Mapping[st
         Columns ``step``, ``prompt`` (optional), ``order_parameter`` (optional), ``mean``, ``sd``
         (standard deviation of the cell's scores, with ``ddof``; may be NaN when n = 1) and ``n``.
     scales
-        Declared score scale per order parameter (checks the means; default 0–100, ``None`` =
-        unbounded), as in :func:`phasebayes.from_dataframe`.
+        Declared score scale per order parameter (checks the means; ``None`` = unbounded), as in
+        :func:`phasebayes.from_dataframe`; default: unbounded (the ``normal`` likelihood needs no bounds).
     ddof
         Delta degrees of freedom of ``sd``: 1 (sample sd, pandas' default) or 0 (population sd, numpy's).
 
@@ -170,7 +170,7 @@ def from_summaries(table: pd.DataFrame, training_log=None, *, scales: Mapping[st
                            "and a finite sd >= 0.")
     df["mean"], df["sd"], df["n"] = mean, sd, n
     ops, steps, prompts, index = _grid(df)
-    scale = _parse_scales(scales, ops)
+    scale = _parse_scales(scales if scales is not None else {op: None for op in ops}, ops)
     full = df.set_index(_KEYS).reindex(index)
     shape = (len(ops), len(steps), len(prompts))
     cn = full["n"].fillna(0).to_numpy(float).reshape(shape)
