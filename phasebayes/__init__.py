@@ -39,6 +39,12 @@ _LAZY = {
     "migrate_run": "phasebayes.dataset",
     "responses": "phasebayes.texts",
     "iter_responses": "phasebayes.texts",
+    "from_counts": "phasebayes.readers.aggregated",
+    "from_summaries": "phasebayes.readers.aggregated",
+    "read_training_log": "phasebayes.readers.training_logs",
+    "read_trainer_state": "phasebayes.readers.trainer_state",
+    "read_judged_folder": "phasebayes.readers.judged",
+    "lora_weight_signals": "phasebayes.readers.weights",
 }
 
 __all__ = [

@@ -55,6 +55,10 @@ class Analysis:
         or None (no ``logp_prefix`` in the run).
     settings
         The arguments :func:`analyze` was called with, and timings.
+    references
+        Further reference signals' peak posteriors (name → GradientPeakResult), e.g. the weight-space
+        signals ``weight_distance`` and ``lora_rotation``; :meth:`reference_lags` compares every order
+        parameter with each of them and with ``peak``.
     """
 
     changepoint: Any
@@ -63,6 +67,7 @@ class Analysis:
     dissimilarity: Any = None
     length: pd.DataFrame | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    references: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -92,6 +97,23 @@ class Analysis:
         if self.peak is None:
             return None
         return self.changepoint.compare_to(self.peak, ci_prob=self.ci_prob, ci_kind=self.ci_kind)
+
+    def reference_lags(self) -> pd.DataFrame | None:
+        """Lag τ − peak of every order parameter to every reference signal (the grad-norm peak and
+        :attr:`references`): rows ``(reference, order_parameter)``, columns ``lag_*``, ``p_later``,
+        ``peak_median``; None when no reference signal was fitted."""
+        refs = ({self.peak.signal: self.peak} if self.peak is not None else {}) | dict(self.references)
+        if not refs:
+            return None
+        parts = []
+        for name, res in refs.items():
+            t = self.changepoint.compare_to(res, ci_prob=self.ci_prob, ci_kind=self.ci_kind)
+            t.insert(0, "kind", getattr(res, "kind", "peak"))
+            parts.append(t.assign(reference=name).set_index("reference", append=True).reorder_levels([1, 0]))
+        out = pd.concat(parts)
+        out.attrs.update(ci_prob=self.ci_prob, ci_kind=self.ci_kind, units="training steps",
+                         meaning="lag = tau - peak (or trough) of the reference signal; p_later = P(tau > peak)")
+        return out
 
     def fractions(self, location: str | float = "peak") -> pd.DataFrame | None:
         """Fractions of the total change per order parameter (+ ``joint``) at ``location``, or None.
@@ -164,6 +186,13 @@ class Analysis:
             lines.append(f"  {str(op):<{w}s} {tau:>22s} {pt} {lag:>24s} {pl:>8s} {fr:>22s}")
         if "answer_length" in t.attrs:
             lines.append("  " + fraction_note(t.attrs))
+        if self.references:
+            lags = self.reference_lags()
+            lines.append(f"  lags tau - reference signal peak ({pct}); P(later) = P(tau > peak):")
+            for (ref, op), r in lags.iterrows():
+                lines.append(f"    {str(ref) + (' (trough)' if r['kind'] == 'trough' else ''):<22s} {str(op):<{w}s} "
+                             f"{r.lag_median:+7.1f} [{r.lag_lower:+6.1f}, {r.lag_upper:+6.1f}]  P(later) {r.p_later:4.2f}  "
+                             f"(peak at step {r.peak_median:.1f})")
         div = self.changepoint.n_divergences
         problems = self.changepoint.check_diagnostics(warn=False)
         lines.append(f"  MCMC: {div} divergences; " + ("diagnostics OK" if not problems else "check: " + "; ".join(problems)))
@@ -177,6 +206,8 @@ class Analysis:
         root["changepoint"] = self.changepoint.to_datatree()
         if self.peak is not None:
             root["gradient_peak"] = self.peak.to_datatree()
+        for name, res in self.references.items():
+            root[f"reference_{name}"] = res.to_datatree()
         if self.decomposition is not None:
             root["decomposition"] = self.decomposition.to_datatree("decomposition")
         elif self.dissimilarity is not None:
@@ -224,7 +255,8 @@ class Analysis:
             length = node.to_dataframe()
             length.attrs = dict(node.attrs)
         settings = json.loads(tree.attrs.get("settings", "{}"))
-        return cls(cp, peak, dec, dis, length, settings)
+        refs = {k[len("reference_"):]: GradientPeakResult.from_datatree(tree[k]) for k in tree.children if k.startswith("reference_")}
+        return cls(cp, peak, dec, dis, length, settings, refs)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Analysis":
@@ -271,6 +303,7 @@ def analyze(
     peak_draws: int = 1000,
     peak_tune: int = 1000,
     signal: str = "grad_norm",
+    references: str | list[str] = "auto",
     window: int = 1,
     measure: str = "linear",
     prefix_tokens: int | None = None,
@@ -295,6 +328,11 @@ def analyze(
         Also fit the no-transition model: gives ``p_transition`` per order parameter.
     peak_draws, peak_tune, signal
         Gradient-peak fit on the training-log variable ``signal`` (skipped when the run has no training log).
+    references
+        Further per-step reference signals to fit with the peak model and compare every order parameter
+        with (:meth:`Analysis.reference_lags`): names of 1-D variables of ``ds``, ``"name:trough"`` for a
+        trough; ``"auto"`` (default) takes the weight-space signals ``weight_distance`` and
+        ``lora_rotation`` when the run has them (LoRA checkpoints); ``[]`` for none.
     window, measure
         Dissimilarity window half-length L (checkpoints) and g-measure. With the LLM stage's
         ``logp_window = K`` the exact total needs K ≥ 2L − 1.
@@ -321,7 +359,7 @@ def analyze(
     settings: dict[str, Any] = dict(likelihood=likelihood, transition=transition, pooling=pooling, draws=draws, tune=tune,
                                     chains=chains, compare_null=compare_null, peak_draws=peak_draws, peak_tune=peak_tune,
                                     signal=signal, window=window, measure=measure, prefix_tokens=prefix_tokens,
-                                    ci_prob=prob, ci_kind=kind, random_seed=random_seed)
+                                    ci_prob=prob, ci_kind=kind, random_seed=random_seed, references=references)
     timings: dict[str, float] = {}
     cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
 
@@ -342,10 +380,26 @@ def analyze(
     else:
         say(f"no training log ({signal!r}): the lag to the gradient-norm peak is skipped")
 
+    refs = {}
+    for name, kind_, log_ in _reference_specs(ds, references, exclude=signal if peak is not None else None):
+        t0 = time.perf_counter()
+        say(f"peak model on the reference signal {name!r} ({kind_}): {chains} chains x {peak_draws} draws")
+        refs[name] = GradientPeak(ds, signal=name, kind=kind_, log=log_).fit(
+            draws=peak_draws, tune=peak_tune, chains=chains, cores=cores, random_seed=random_seed,
+            progressbar=progressbar, warn=False)
+        timings[f"reference_{name}_s"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     n_steps = ds.sizes["step"]
     window = int(min(window, max(1, n_steps - 1)))
     dec = dis = None
+    from .models.aggregated import aggregated_form
+
+    if aggregated_form(ds):
+        say(f"aggregated {aggregated_form(ds)}: no dissimilarity / decomposition (they need per-answer scores)")
+        settings["window"] = window
+        settings["timings"] = timings
+        return Analysis(cp, peak, None, None, None, settings, refs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if "logp" in ds:
@@ -360,4 +414,29 @@ def analyze(
     timings["dissimilarity_s"] = time.perf_counter() - t0
     settings["window"] = window
     settings["timings"] = timings
-    return Analysis(cp, peak, dec, dis, length, settings)
+    return Analysis(cp, peak, dec, dis, length, settings, refs)
+
+
+_LINEAR_SIGNALS = {"lora_rotation", "lora_b_cosine"}  # near zero / around one: no log
+_AUTO_REFERENCES = ("weight_distance", "lora_rotation")
+
+
+def _reference_specs(ds: xr.Dataset, references, exclude: str | None) -> list[tuple[str, str, bool | None]]:
+    """(name, kind, log) of each reference signal to fit; unknown names raise RunDataError."""
+    if references == "auto" or references == ["auto"]:
+        names = [n for n in _AUTO_REFERENCES if n in ds and ds[n].ndim == 1 and int(np.isfinite(ds[n].values).sum()) >= 5]
+    elif isinstance(references, str):
+        names = [references]
+    else:
+        names = list(references or [])
+    out = []
+    for item in names:
+        name, _, kind = str(item).partition(":")
+        kind = kind or ("trough" if name == "lora_b_cosine" else "peak")
+        if name == exclude:
+            continue
+        if name not in ds or ds[name].ndim != 1:
+            avail = [str(v) for v in ds.data_vars if ds[v].ndim == 1 and ds[v].dims[0] in ("train_step", "weight_step", "eval_step")]
+            raise RunDataError(f"reference signal {name!r} is not a per-step variable of the run; available: {avail}.")
+        out.append((name, kind, False if name in _LINEAR_SIGNALS else None))
+    return out

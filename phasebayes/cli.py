@@ -8,6 +8,9 @@ Examples::
     phasebayes run my_run.toml            # train → generate → judge → analyze → report, resumable
     phasebayes analyze my_run.toml        # one stage (its inputs must exist)
     phasebayes analyze data/example_run.nc --out runs/example   # analyse an existing run dataset
+    phasebayes analyze judged/ --training-log trainer_out/ --derived 'misaligned=aligned < 30 and coherent > 50'
+                                          # per-checkpoint judged-answer CSVs + a transformers/TRL run's log
+    phasebayes analyze counts.csv --training-log runs/tb/   # per-checkpoint counts (step, k, n) + TensorBoard
     phasebayes report runs/example        # re-render the report of a run folder
     phasebayes migrate old.nc new.nc      # rewrite a run file of an earlier version in the current layout
 
@@ -67,6 +70,41 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="base model folder to fine-tune instead of the config's (e.g. a tiny test model)")
 
 
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--training-log", default=None, metavar="PATH",
+                   help="training log of the run: trainer_state.json or the folder of checkpoint-N/ (transformers / TRL), "
+                        "a TensorBoard log folder, a W&B history CSV/JSONL, or train_log.jsonl")
+    p.add_argument("--format", dest="input_format", default=None,
+                   choices=["auto", "run", "tidy", "counts", "summaries", "judged"],
+                   help="how to read the scores input (default: auto-detect from suffix and columns)")
+    p.add_argument("--derived", action="append", default=[], metavar="NAME=EXPR",
+                   help="judged answers: add an indicator order parameter, e.g. "
+                        "--derived 'misaligned=aligned < 30 and coherent > 50' (repeatable)")
+    p.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
+                   help="judged answers: name the column of a role (prompt, prompt_text, response, sample, step), "
+                        "e.g. --column response=completion (repeatable)")
+    p.add_argument("--weights", default=None, metavar="DIR",
+                   help="folder of PEFT LoRA checkpoints: add weight-space reference signals (adapter norm, distance, rotation)")
+
+
+def _input_settings(args) -> dict[str, Any]:
+    """``[run]`` keys from the analyze command's input options."""
+    run: dict[str, Any] = {}
+    if getattr(args, "training_log", None):
+        run["training_log"] = str(Path(args.training_log).resolve())
+    if getattr(args, "input_format", None):
+        run["dataset_format"] = args.input_format
+    if getattr(args, "weights", None):
+        run["weight_checkpoints"] = str(Path(args.weights).resolve())
+    for opt, key in (("derived", "derived"), ("column", "columns")):
+        for item in getattr(args, opt, None) or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise ConfigError(f"--{opt} expects NAME=VALUE, got {item!r}.")
+            run.setdefault(key, {})[name.strip()] = value.strip()
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``phasebayes --help``)."""
     parser = argparse.ArgumentParser(
@@ -117,30 +155,41 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ". Earlier stages' outputs must exist in the run folder.")
         if stage in ("analyze", "report"):
             s.add_argument("config", metavar="CONFIG",
-                           help="TOML run config, a run folder (with config.toml)" + (", or a run dataset (.nc / .csv table) to analyse"
-                                                                                       if stage == "analyze" else ""))
+                           help="TOML run config, a run folder (with config.toml)" + (
+                               ", or scores to analyse: a run dataset (.nc), a table (.csv/.jsonl: tidy scores, counts k/n, "
+                               "summaries mean/sd/n, judged answers) or a folder of per-checkpoint judged-answer files"
+                               if stage == "analyze" else ""))
             s.add_argument("--out", default=None, metavar="DIR", help="run folder when CONFIG is a dataset (default: next to it)")
+            if stage == "analyze":
+                _add_input_options(s)
         else:
             s.add_argument("config", metavar="CONFIG", help="TOML run config or a run folder (with config.toml)")
         _add_common(s)
     return parser
 
 
-def _load(path_text: str, overrides: dict[str, dict[str, Any]], out: str | None = None, *, stage: str | None = None):
+def _load(path_text: str, overrides: dict[str, dict[str, Any]], out: str | None = None, *, stage: str | None = None,
+          inputs: dict[str, Any] | None = None):
     from .config import config_from_dict, load_config
 
     path = Path(path_text)
-    if path.is_dir():
+    scores_input = stage == "analyze" and (path.suffix.lower() in (".nc", ".csv", ".jsonl", ".json")
+                                           or (path.is_dir() and not (path / "config.toml").exists()))
+    if inputs and not scores_input:
+        raise ConfigError("--training-log / --format / --derived / --column / --weights apply when analysing scores "
+                          "(a .nc/.csv/.jsonl file or a folder of judged answers); set them in the config's [run] table instead.")
+    if path.is_dir() and not scores_input:
         if not (path / "config.toml").exists():
             raise ConfigError(f"{path} is a folder without config.toml; pass a TOML run config or a run folder.")
         # The folder passed is the run folder, wherever its config.toml says it was made (copied or moved runs).
         overrides = {**overrides, "run": {"output_dir": str(path.resolve()), **overrides.get("run", {})}}
         return load_config(path / "config.toml", overrides=overrides)
-    if path.suffix in (".nc", ".csv") and stage == "analyze":
+    if scores_input:
         if not path.exists():
             raise ConfigError(f"run dataset not found: {path}.")
-        data: dict[str, Any] = {"run": {"dataset": str(path.resolve()),
-                                        "output_dir": str(Path(out) if out else path.with_suffix("").parent / (path.stem + "_analysis"))}}
+        default_out = path.parent / (path.stem + "_analysis") if path.is_file() else path.parent / (path.name + "_analysis")
+        data: dict[str, Any] = {"run": {"dataset": str(path.resolve()), "output_dir": str(Path(out) if out else default_out),
+                                        **(inputs or {})}}
         for sec, kv in overrides.items():
             data.setdefault(sec, {}).update(kv)
         return config_from_dict(data, source=str(path))
@@ -220,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             cfg = _load(args.config, overrides)
             return _run(args, cfg, args.stages or list(STAGE_HELP))
-        cfg = _load(args.config, overrides, getattr(args, "out", None), stage=args.command)
+        cfg = _load(args.config, overrides, getattr(args, "out", None), stage=args.command, inputs=_input_settings(args))
         stages = [args.command]
         if args.command == "analyze" and cfg.run.dataset is not None:
             stages = ["judge", "analyze", "report"]  # "judge" just copies a scored dataset into the run folder

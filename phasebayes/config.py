@@ -98,15 +98,25 @@ class RunSection:
     """``[run]``: where the run folder goes and the global seed.
 
     ``output_dir`` — the run folder; ``seed`` — seeds training, sampling and MCMC;
-    ``dataset`` — optional existing run dataset (``.nc``) or tidy score table (``.csv``) to analyse
-    instead of training/generating/judging; ``training_log`` — optional CSV training log for a CSV dataset;
-    ``quiet`` — no progress bars.
+    ``dataset`` — optional existing scores to analyse instead of training/generating/judging: a run
+    dataset (``.nc``), a tidy score table, per-cell counts (``k, n``) or summaries (``mean, sd, n``), or
+    judged-answer files / a folder of them (one file per checkpoint); ``dataset_format`` — ``auto`` (detect)
+    or one of ``run``, ``tidy``, ``counts``, ``summaries``, ``judged``; ``training_log`` — optional
+    training log (trainer_state.json or the folder of checkpoints, TensorBoard events, W&B CSV/JSONL,
+    train_log.jsonl); ``columns`` — judged answers: role → column (``prompt``, ``prompt_text``,
+    ``response``, ``sample``, ``step``); ``derived`` — judged answers: name → indicator expression, e.g.
+    ``{ misaligned = "aligned < 30 and coherent > 50" }``; ``weight_checkpoints`` — a folder of LoRA
+    checkpoints whose weight-space signals to add; ``quiet`` — no progress bars.
     """
 
     output_dir: str = "runs/run"
     seed: int = 0
     dataset: str | None = None
+    dataset_format: str = "auto"
     training_log: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+    weight_checkpoints: str | None = None
     quiet: bool = False
 
 
@@ -173,11 +183,14 @@ class AnalyzeSection:
     ``step``; ``pooling`` — ``partial`` or ``complete``; ``draws``/``tune``/``chains`` — NUTS settings
     of the change-point model; ``peak_draws``/``peak_tune`` — of the gradient-peak model;
     ``compare_null`` — also fit the no-transition model (gives P(transition)); ``signal`` — training
-    signal whose peak is located (``grad_norm``); ``window``/``measure`` — dissimilarity window
-    half-length (checkpoints) and g-measure (``linear``, ``tv``, ``js``); ``prefix_tokens`` — total change
-    and fractions on the first N tokens of every answer (0 = whole answers; needs ``logp_prefix``);
-    ``decomposition`` — only ``histogram`` (the estimator; older values are accepted and mean the same);
-    ``ci_prob``/``ci_kind`` — interval convention of every table (fractions use equal-tailed intervals).
+    signal whose peak is located (``grad_norm``); ``references`` — further per-step reference signals
+    whose peak every τ is compared with (``["auto"]``: the weight-space signals ``weight_distance`` and
+    ``lora_rotation`` when present; ``"name:trough"`` for a trough; ``[]`` for none); ``window``/``measure``
+    — dissimilarity window half-length (checkpoints) and g-measure (``linear``, ``tv``, ``js``);
+    ``prefix_tokens`` — total change and fractions on the first N tokens of every answer (0 = whole
+    answers; needs ``logp_prefix``); ``decomposition`` — only ``histogram`` (the estimator; older values
+    are accepted and mean the same); ``ci_prob``/``ci_kind`` — interval convention of every table
+    (fractions use equal-tailed intervals).
     """
 
     likelihood: str | dict[str, str] = "auto"
@@ -190,6 +203,7 @@ class AnalyzeSection:
     peak_tune: int = 1000
     compare_null: bool = True
     signal: str = "grad_norm"
+    references: list[str] = field(default_factory=lambda: ["auto"])
     window: int = 1
     measure: str = "linear"
     prefix_tokens: int = 0
@@ -284,7 +298,7 @@ class RunConfig:
         return str(self.resolve(path, must_exist=False))
 
 
-_PATH_KEYS = (("run", "dataset"), ("run", "training_log"), ("train", "checkpoints"), ("train", "data"),
+_PATH_KEYS = (("run", "dataset"), ("run", "training_log"), ("run", "weight_checkpoints"), ("train", "checkpoints"), ("train", "data"),
               ("train", "base_model"), ("generate", "prompts"), ("judge", "local_model"), ("judge", "cache"))
 """(section, key) of every file path of a run config except ``[judge].rubrics`` and ``[run].output_dir``."""
 
@@ -480,6 +494,30 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
         cfg.resolve(cfg.run.dataset, key="[run].dataset")
         if cfg.run.training_log:
             cfg.resolve(cfg.run.training_log, key="[run].training_log")
+        if cfg.run.weight_checkpoints:
+            cfg.resolve(cfg.run.weight_checkpoints, key="[run].weight_checkpoints")
+    _check_inputs(cfg)
+
+
+def _check_inputs(cfg: RunConfig) -> None:
+    """``[run]`` keys of a scores input (format, derived indicator expressions, column roles)."""
+    from .readers.expressions import parse_indicator
+    from .readers.inputs import INPUT_FORMATS
+    from .readers.judged import DEFAULT_COLUMNS
+
+    src, r = cfg.source, cfg.run
+    _choice(src, "[run].dataset_format", r.dataset_format, INPUT_FORMATS)
+    for name, expr in r.derived.items():
+        try:
+            parse_indicator(expr)
+        except ConfigError as err:
+            raise ConfigError(f"{src}: [run].derived.{name}: {err}") from None
+    for role, col in r.columns.items():
+        if role not in DEFAULT_COLUMNS or not isinstance(col, str):
+            raise ConfigError(f"{src}: [run].columns.{role} = {col!r}: roles are {sorted(DEFAULT_COLUMNS)}, values column names.")
+    refs = cfg.analyze.references
+    if not all(isinstance(x, str) for x in refs):
+        raise ConfigError(f"{src}: [analyze].references must be a list of signal names, got {refs!r}.")
 
 
 def rubric_paths(cfg: RunConfig) -> list[Path]:

@@ -125,6 +125,18 @@ class Pipeline:
         st[stage] = {"hash": key, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_text(self.out / "stages.json", json.dumps(st, indent=2), overwrite=True)
 
+    def _guard(self, stage: str, *outputs: Path) -> None:
+        """Refuse to replace an output this stage did not write here (a user's file) unless forced."""
+        if stage in self.force or stage in self._stages():
+            return
+        for out in outputs:
+            if out.exists():
+                from .errors import OutputExistsError
+
+                raise OutputExistsError(f"{out} exists but was not written by the {stage} stage of this run folder; it is "
+                                        f"kept. Choose another output folder (--out / [run].output_dir) or pass --force {stage} "
+                                        "to replace it.")
+
     def _done(self, stage: str, key: str, output: Path) -> bool:
         if stage in self.force:
             return False
@@ -137,7 +149,8 @@ class Pipeline:
         recorded = c.run_folder_dict()  # working-directory independent: a reloaded run folder hashes the same
         keys: dict[str, str] = {}
         if c.run.dataset is not None:
-            up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset))})
+            inputs = {k: recorded["run"].get(k) for k in ("dataset_format", "training_log", "columns", "derived", "weight_checkpoints")}
+            up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset)), **inputs})
             keys["judge"] = up
         else:
             keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed})
@@ -220,8 +233,15 @@ class Pipeline:
         t0 = time.perf_counter()
         self.log(f"generate: {len(prompts)} prompts x {opts.get('n_samples', 4)} samples per checkpoint, with log-probabilities")
         with _cli_hint("generate"):  # samples made with other settings are discarded only with --force generate
-            generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts),
-                     base_model=self.base_model, overwrite="generate" in self.force)
+            ds = generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts),
+                          base_model=self.base_model, overwrite="generate" in self.force)
+        if ds is not None and "weight_step" not in ds.dims and ds.attrs.get("checkpoint_kind") == "lora":
+            from .dataset import save_run
+            from .readers.weights import lora_weight_signals
+
+            with contextlib.suppress(RunDataError):  # fewer than 2 LoRA checkpoints: no weight-space signals
+                ds = ds.merge(lora_weight_signals(self.checkpoints_dir), combine_attrs="drop_conflicts")
+                save_run(ds, self.generate_path, overwrite=True, require_scores=False)
         self.timings["generate"] = time.perf_counter() - t0
         self.log(f"generate: {self.generate_path} in {self.timings['generate']:.0f} s")
         self._mark("generate", key, self.timings["generate"])
@@ -272,7 +292,7 @@ class Pipeline:
 
     def judge(self) -> None:
         """Score every response with every configured judge; writes the judged ``run.nc``."""
-        from .dataset import from_dataframe, open_run, save_run
+        from .dataset import open_run, save_run
         from .judge import judge_run
 
         c = self.config
@@ -281,17 +301,18 @@ class Pipeline:
             self.log(f"judge: done already ({self.run_path})")
             return
         t0 = time.perf_counter()
+        self._guard("judge", self.run_path)
         if c.run.dataset is not None:
-            src = c.resolve(c.run.dataset, key="[run].dataset")
-            if src.suffix == ".csv":
-                import pandas as pd
+            from .readers.inputs import load_run_input
 
-                log = pd.read_csv(c.resolve(c.run.training_log)) if c.run.training_log else None
-                ds = from_dataframe(pd.read_csv(src), training_log=log)
-            else:
-                ds = open_run(src, require_scores=False)
+            src = c.resolve(c.run.dataset, key="[run].dataset")
+            r = c.run
+            ds = load_run_input(src, format=r.dataset_format, columns=r.columns or None, derived=r.derived or None,
+                                training_log=c.resolve(r.training_log, key="[run].training_log") if r.training_log else None,
+                                weight_checkpoints=(c.resolve(r.weight_checkpoints, key="[run].weight_checkpoints")
+                                                    if r.weight_checkpoints else None))
             if "score" in ds:
-                self.log(f"judge: using the scores in {src}")
+                self.log(f"judge: using the scores in {src} (read as {ds.attrs.get('input_format')})")
                 save_run(ds, self.run_path, overwrite=True)
                 self._mark("judge", key, time.perf_counter() - t0)
                 return
@@ -324,10 +345,12 @@ class Pipeline:
             raise RunDataError(f"analyze: no judged run dataset at {self.run_path}; run the judge stage first.")
         ds = open_run(self.run_path)
         a = c.analyze
+        self._guard("analyze", self.analysis_path, self.out / "summary.txt")
         t0 = time.perf_counter()
         res = analyze(ds, likelihood=a.likelihood, transition=a.transition, pooling=a.pooling, draws=a.draws, tune=a.tune,
                       chains=a.chains, compare_null=a.compare_null, peak_draws=a.peak_draws, peak_tune=a.peak_tune,
-                      signal=a.signal, window=a.window, measure=a.measure, prefix_tokens=a.prefix_tokens or None,
+                      signal=a.signal, references=a.references, window=a.window, measure=a.measure,
+                      prefix_tokens=a.prefix_tokens or None,
                       ci_prob=a.ci_prob, ci_kind=a.ci_kind, random_seed=c.run.seed, progressbar=not c.run.quiet,
                       log=lambda m: self.log("analyze: " + m))
         res.save(self.analysis_path, overwrite=True)
@@ -347,6 +370,7 @@ class Pipeline:
         if analysis is None:
             analysis = Analysis.load(self.analysis_path)
         ds = open_run(self.run_path) if self.run_path.exists() else None
+        self._guard("report", self.report_dir / "report.html")
         t0 = time.perf_counter()
         path = write_report(analysis, self.report_dir, ds=ds, formats=c.report.formats, n_examples=c.report.n_examples,
                             max_prompts=c.report.max_prompts, title=f"phasebayes run: {self.out.name}",

@@ -25,6 +25,7 @@ __all__ = [
     "resolve_model_path",
     "load_tokenizer",
     "load_base_model",
+    "drop_quantization_entry",
 ]
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
@@ -75,6 +76,7 @@ def ensure_default_model(cache_dir: str | os.PathLike | None = None, *, quiet: b
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / _CONVERTED_NAME
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        drop_quantization_entry(target)  # folders converted by older versions kept the GGUF entry
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,6 +93,8 @@ def ensure_default_model(cache_dir: str | os.PathLike | None = None, *, quiet: b
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config = loaded.config
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: a plain full-precision model
+        del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     state = {k: v.detach().clone().contiguous() for k, v in loaded.state_dict().items()}
     missing, unexpected = fresh.load_state_dict(state, strict=False)
@@ -108,6 +112,7 @@ def ensure_default_model(cache_dir: str | os.PathLike | None = None, *, quiet: b
         shutil.rmtree(tmp)
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    drop_quantization_entry(tmp)
     import shutil
 
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
@@ -119,6 +124,26 @@ def ensure_default_model(cache_dir: str | os.PathLike | None = None, *, quiet: b
     if not quiet:
         print(f"phasebayes: base model ready in {time.perf_counter() - t0:.0f} s: {target}", file=sys.stderr, flush=True)
     return target
+
+
+def drop_quantization_entry(folder: str | os.PathLike) -> bool:
+    """Remove a stale ``quantization_config`` (GGUF) from a converted model's ``config.json``, atomically.
+
+    The converted folder holds full-precision weights; with the entry left in, ``transformers.Trainer``
+    refuses to train it ("quantized with QuantizationMethod.GGUF ... do not support training"). Returns
+    True when the file was changed.
+    """
+    import json
+
+    from ..storage import atomic_write_text
+
+    path = Path(folder) / "config.json"
+    cfg = json.loads(path.read_text())
+    if "quantization_config" not in cfg:
+        return False
+    del cfg["quantization_config"]
+    atomic_write_text(path, json.dumps(cfg, indent=2, sort_keys=True) + "\n", overwrite=True)
+    return True
 
 
 def resolve_model_path(base_model: str | os.PathLike | None) -> Path:

@@ -443,6 +443,11 @@ def generate(
     log = training_log
     if log is None and ckpt_dir is not None and (ckpt_dir / "train_log.jsonl").exists():
         log = ckpt_dir / "train_log.jsonl"
+    if log is None and ckpt_dir is not None:  # transformers / TRL runs: trainer_state.json, TensorBoard events
+        from ..readers.trainer_state import find_trainer_states
+
+        if find_trainer_states(ckpt_dir) or any(ckpt_dir.rglob("events.out.tfevents.*")):
+            log = ckpt_dir
     attrs = {
         "base_model": base_path,
         "checkpoint_dir": str(ckpt_dir) if ckpt_dir else "",
@@ -576,10 +581,16 @@ def consolidate(
     ds["n_tokens"].attrs["description"] = "response length in tokens, without the final EOS token"
     ds["token_ids"].attrs["description"] = "generated token ids including the final EOS (stop_reason 'eos'); -1 = padding"
     if training_log is not None:
-        log = read_training_log(training_log) if isinstance(training_log, (str, os.PathLike)) else training_log
-        log = log.drop(columns=[c for c in ("seconds",) if c in log.columns])
-        log = log.rename(columns={c: f"train_{c}" for c in log.columns if c != "step" and c in ds.variables})
-        ds = ds.merge(training_log_dataset(log))
+        from ..readers.training_logs import TrainingLog, training_log_variables
+        from ..readers.training_logs import read_training_log as read_any_log
+
+        log = read_any_log(training_log) if isinstance(training_log, (str, os.PathLike)) else training_log
+        if not isinstance(log, TrainingLog):
+            log = TrainingLog(log)
+        log.train = log.train.drop(columns=[c for c in ("seconds",) if c in log.train.columns])
+        ckpt_steps = [s for s in steps if s > 0] or steps
+        ds = ds.merge(training_log_variables(log, checkpoint_steps=ckpt_steps, rename=list(ds.variables)),
+                      combine_attrs="drop_conflicts")
     ds.attrs.update(
         {
             "phasebayes_version": _version(),

@@ -51,6 +51,7 @@ from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
 from ..runstore import numeric_part
 from ..intervals import resolve_ci, summarize_draws
 from ..storage import save_netcdf
+from .aggregated import aggregated_cells, aggregated_form  # aggregated judgements (from_counts / from_summaries)
 from .families import (
     FAMILIES,
     NUMPY_MATH,
@@ -179,7 +180,9 @@ class ChangePointModel:
         if bad_priors:
             raise ModelSpecError(f"unknown prior key(s) {sorted(bad_priors)}; known: {sorted(self.DEFAULT_PRIORS)}.")
 
-        fams = self._resolve_likelihood(ds, ops, likelihood, threshold)
+        # aggregated judgements (from_counts / from_summaries): cell statistics straight from the dataset
+        agg = aggregated_cells(ds, ops, likelihood, threshold) if aggregated_form(ds) else None
+        fams = agg.likelihood if agg else self._resolve_likelihood(ds, ops, likelihood, threshold)
         self.config = ModelConfig(
             likelihood=fams,
             transition=transition,
@@ -199,7 +202,7 @@ class ChangePointModel:
         self.u = (self.steps - self.t0) / self.span
 
         # observations on each family's scale, (K, T, P, N)
-        self.obs = np.stack(
+        self.obs = agg.obs if agg else np.stack(
             [
                 prepare_scores(
                     fams[op],
@@ -223,10 +226,13 @@ class ChangePointModel:
         # Prompt-level effects: centred when each prompt's curve is well identified by its own data
         # (many scores per prompt), non-centred (zero-sum offsets) when the data are sparse.
         per_cell = float(np.isfinite(self.obs).sum(-1).mean())
-        self.centered = parametrization == "centered" or (parametrization == "auto" and per_cell >= 40)
         # data summaries used by priors (per order parameter)
         self.data_mean = np.array([np.nanmean(self.obs[k]) for k in range(len(ops))])
         self.data_sd = np.array([max(np.nanstd(self.obs[k]), 1e-6) for k in range(len(ops))])
+        if agg:
+            self.stats, self.n_finite, per_cell, self.data_mean, self.data_sd = (
+                agg.stats, agg.n_total, agg.per_cell, agg.data_mean, agg.data_sd)
+        self.centered = parametrization == "centered" or (parametrization == "auto" and per_cell >= 40)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod

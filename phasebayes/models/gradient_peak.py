@@ -47,13 +47,28 @@ class GradientPeak:
     max_points
         Long traces are averaged into at most this many consecutive bins (medians, robust to spikes)
         to keep the fit fast; ``None`` keeps every step.
+    kind
+        ``"peak"`` (default) or ``"trough"``: a trough is fitted as the peak of the negated (log) signal,
+        e.g. the local cosine of the LoRA updates (``lora_b_cosine``), which dips where they turn.
+    log
+        Model the log of the signal (default ``None``: when every value is positive). Use ``False`` for
+        signals near zero away from their peak, such as ``lora_rotation``.
+
+    Any per-step reference signal works: training-log variables (dim ``train_step``) and weight-space
+    signals of the checkpoints (dim ``weight_step``, see :func:`phasebayes.readers.lora_weight_signals`).
     """
 
     def __init__(self, ds: xr.Dataset | pd.Series, signal: str = "grad_norm", *, max_points: int | None = 150,
-                 grid_size: int = 121):
+                 grid_size: int = 121, kind: str = "peak", log: bool | None = None):
+        if kind not in ("peak", "trough"):
+            raise ModelSpecError(f"kind must be 'peak' or 'trough', got {kind!r}.")
+        self.kind = kind
         if isinstance(ds, pd.Series):
             steps = np.asarray(ds.index, dtype=float)
             values = np.asarray(ds.values, dtype=float)
+        elif signal in ds and ds[signal].ndim == 1 and ds[signal].dims[0] != "train_step":
+            steps = ds[ds[signal].dims[0]].values.astype(float)  # e.g. weight_step
+            values = ds[signal].values.astype(float)
         else:
             if "train_step" not in ds.dims:
                 raise RunDataError(
@@ -70,8 +85,12 @@ class GradientPeak:
         if values.size < 5:
             raise RunDataError(f"the training signal '{signal}' has {values.size} finite values; need at least 5.")
         self.signal = signal
-        self.log_scale = bool(np.all(values > 0))
+        self.log_scale = bool(np.all(values > 0)) if log is None else bool(log)
+        if self.log_scale and not np.all(values > 0):
+            raise RunDataError(f"log=True needs a positive signal; '{signal}' has values <= 0.")
         y = np.log(values) if self.log_scale else values
+        if kind == "trough":
+            y = -y
         if max_points is not None and y.size > max_points:
             edges = np.linspace(0, y.size, max_points + 1).astype(int)
             steps = np.array([steps[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
@@ -154,7 +173,7 @@ class GradientPeak:
         posterior["peak_unit"] = (("chain", "draw"), _unflat(peak_u, chains_n))
         posterior["peak"] = self.t0 + self.span * posterior["peak_unit"]
         posterior["spread"] = self.span * posterior["spread_unit"]
-        result = GradientPeakResult(posterior, stats, self.steps, self.y, self.signal, self.log_scale)
+        result = GradientPeakResult(posterior, stats, self.steps, self.y, self.signal, self.log_scale, kind=self.kind)
         result.peak_probability = xr.DataArray(prob.mean(0), dims="peak_grid",
                                                coords={"peak_grid": self.t0 + self.span * self.peak_grid})
         if warn:
@@ -166,7 +185,8 @@ class GradientPeakResult:
     """Posterior of the training-signal peak (``peak``, in training steps)."""
 
     def __init__(self, posterior: xr.Dataset, sample_stats: xr.Dataset, steps: np.ndarray, y: np.ndarray,
-                 signal: str, log_scale: bool):
+                 signal: str, log_scale: bool, kind: str = "peak"):
+        self.kind = kind  # "trough": y holds the negated (log) signal
         self.posterior = posterior
         self.sample_stats = sample_stats
         self.steps = np.asarray(steps, dtype=float)
@@ -224,6 +244,7 @@ class GradientPeakResult:
         u = (self.steps - t0) / span
         p = {k: v[idx, None] for k, v in post.items()}
         mean = p["intercept"] + p["slope"] * u + p["transient"] * np.exp(-u / p["transient_decay_unit"]) + p["amplitude"] * np.exp(-0.5 * ((u - p["peak_unit"]) / p["spread_unit"]) ** 2)
+        mean = -mean if self.kind == "trough" else mean
         values = np.exp(mean) if self.log_scale else mean
         return xr.DataArray(values, dims=("draw", "train_step"), coords={"train_step": self.steps}, name=self.signal)
 
@@ -237,7 +258,8 @@ class GradientPeakResult:
         """Posterior, sample stats and the (binned) trace in one DataTree."""
         trace = xr.Dataset({"signal": (("train_step",), self.y)}, coords={"train_step": self.steps})
         tree = xr.DataTree.from_dict({"posterior": self.posterior, "sample_stats": self.sample_stats, "trace": trace})
-        tree.attrs.update({"phasebayes_model": "GradientPeak", "signal": self.signal, "log_scale": int(self.log_scale)})
+        tree.attrs.update({"phasebayes_model": "GradientPeak", "signal": self.signal, "log_scale": int(self.log_scale),
+                           "kind": self.kind})
         return tree
 
     @classmethod
@@ -247,7 +269,8 @@ class GradientPeakResult:
             raise ModelSpecError("this tree is not a saved GradientPeak result.")
         trace = tree["trace"].to_dataset()
         return cls(tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset(), trace["train_step"].values,
-                   trace["signal"].values, str(tree.attrs["signal"]), bool(tree.attrs["log_scale"]))
+                   trace["signal"].values, str(tree.attrs["signal"]), bool(tree.attrs["log_scale"]),
+                   kind=str(tree.attrs.get("kind", "peak")))
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write to netCDF (atomic; refuses to overwrite unless asked)."""

@@ -75,7 +75,8 @@ def plot_gradient_peak(result, ci_prob: float | None = None):
     plt = _plt()
     prob, kind = resolve_ci(ci_prob, None)
     fig, ax = plt.subplots(figsize=(8, 3))
-    y = np.exp(result.y) if result.log_scale else result.y
+    y = -result.y if getattr(result, "kind", "peak") == "trough" else result.y  # a trough is fitted negated
+    y = np.exp(y) if result.log_scale else y
     ax.plot(result.steps, y, ".", ms=2, color="0.5", label=result.signal)
     curve = result.curve().values
     ax.fill_between(result.steps, np.quantile(curve, 0.03, 0), np.quantile(curve, 0.97, 0), color="tab:blue", alpha=0.3, lw=0)

@@ -77,6 +77,9 @@ def report_figures(analysis, max_prompts: int = 6) -> dict[str, tuple[str, Calla
     if a.peak is not None:
         figs["gradient_peak"] = (f"Training signal ({a.peak.signal}) with the fitted smooth curve and the posterior of its peak ({ci}).",
                                  lambda: a.peak.plot(ci_prob=a.ci_prob))
+    for name, res in (getattr(a, "references", None) or {}).items():
+        figs[f"reference_{name}"] = (f"Reference signal {name} with the fitted smooth curve and the posterior of its "
+                                     f"{getattr(res, 'kind', 'peak')} ({ci}).", lambda res=res: res.plot(ci_prob=a.ci_prob))
     if a.dissimilarity is not None:
         figs["dissimilarity"] = ("Dissimilarity between the left and right windows at each checkpoint boundary: total change "
                                  "of the output distribution (top, exact-likelihood estimate with its normal band) and per order "

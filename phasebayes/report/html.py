@@ -133,6 +133,10 @@ def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_exampl
     s.append("<h2 id=\"trajectories\">Score trajectories and transition steps</h2>" + fig("trajectories") + fig("tau"))
     if "gradient_peak" in pngs:
         s.append("<h2 id=\"gradient\">Gradient norm and its peak</h2>" + fig("gradient_peak"))
+    if "reference_lags" in tables:
+        rc, rdf = tables["reference_lags"]
+        s.append("<h2 id=\"references\">Lags to every reference signal</h2>" + _table_html(rdf, rc)
+                 + "".join(fig(f"reference_{name}") for name in a.references))
     s.append("<h2 id=\"dissimilarity\">Distributional change</h2>" + fig("dissimilarity") + fig("peak_vs_tau"))
     if "fractions" in tables:
         fc, fdf = tables["fractions"]

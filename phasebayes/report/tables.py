@@ -79,6 +79,14 @@ def report_tables(analysis) -> dict[str, tuple[str, pd.DataFrame]]:
                             f"posterior median and {eti} interval (equal-tailed: a fraction has point masses at 0 and 1); "
                             + fraction_note({"answer_length": fr.attrs["answer_length"], "joint_note": joint_note}) + ".",
                             pd.DataFrame(frows))
+    lags = a.reference_lags() if getattr(a, "references", None) else None
+    if lags is not None:  # every order parameter against every reference signal (grad norm, weight-space signals)
+        lrows = [{"reference signal": str(ref) + (" (trough)" if r["kind"] == "trough" else ""), "order parameter": str(op),
+                  f"peak step (median)": _num(r["peak_median"]),
+                  f"lag τ − peak [{ci}]": fmt_interval(r["lag_median"], r["lag_lower"], r["lag_upper"], sign=True),
+                  "P(later)": _num(r["p_later"], 2)} for (ref, op), r in lags.iterrows()]
+        out["reference_lags"] = (f"Lag of each order parameter's τ to the peak of every reference signal, in training steps; "
+                                 f"{ci}; P(later) = P(τ > peak).", pd.DataFrame(lrows))
     d = a.changepoint.diagnostics()
     drows = [{"quantity": str(k), "R-hat": _num(r["r_hat"], 3), "ESS bulk": _num(r["ess_bulk"], 0),
               "ESS tail": _num(r["ess_tail"], 0)} for k, r in d.iterrows()]

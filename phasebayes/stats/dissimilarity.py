@@ -128,6 +128,9 @@ def prepare(ds: xr.Dataset, window: int, measure: str, *, order_parameters=None,
     if not isinstance(ds, xr.Dataset):
         raise RunDataError(f"expected a run dataset (xarray.Dataset), got {type(ds).__name__}.")
     validate(ds, require_scores=False)
+    from ..models.aggregated import require_per_answer  # aggregated runs (counts, summaries) have no answers
+
+    require_per_answer(ds, "the dissimilarity and the decomposition")
     if "prompt" not in ds.dims:
         raise RunDataError("the run dataset has no 'prompt' dimension.")
     steps = ds["step"].values.astype(np.int64)
