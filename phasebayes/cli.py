@@ -9,6 +9,7 @@ Examples::
     phasebayes analyze my_run.toml        # one stage (its inputs must exist)
     phasebayes analyze data/example_run.nc --out runs/example   # analyse an existing run dataset
     phasebayes report runs/example        # re-render the report of a run folder
+    phasebayes label runs/demo --rubric alignment --rater ann   # rate answers yourself (blind); agreement in the report
 
 Every command checks its whole config before starting; a finished stage is skipped on a rerun (pass
 ``--force STAGE`` to redo it). Errors a user can fix exit with status 2 and one line saying what to do.
@@ -105,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config", metavar="CONFIG", help="TOML run config")
     v.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE", help="override a value")
 
+    lb = sub.add_parser("label", help="rate answers of a run yourself on a local page (blind to step and judge score)",
+                        description="Serve a local page (127.0.0.1, a free port) showing one answer at a time with its prompt "
+                                    "and the rubric's question and anchors, blind to checkpoint, step and judge score. Keys: "
+                                    "1-9 anchors, a number + Enter, s skip, u undo. Every rating is saved at once to "
+                                    "RUN/ratings/RATER.jsonl; rerun to resume. The report then shows judge-vs-human agreement.")
+    lb.add_argument("run", metavar="RUN", help="run folder (with run.nc) or a run dataset (.nc) holding the responses")
+    lb.add_argument("--rubric", required=True, metavar="NAME", help="rubric name in data/rubrics (e.g. alignment) or a .toml file")
+    lb.add_argument("--n", type=int, default=120, help="number of answers to rate (default 120; stratified over steps and prompts)")
+    lb.add_argument("--rater", default=None, metavar="NAME", help="your name; each rater gets their own ratings file (default $USER)")
+    lb.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    lb.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
+    lb.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE", help=argparse.SUPPRESS)
+
     for stage, text in STAGE_HELP.items():
         s = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ". Earlier stages' outputs must exist in the run folder.")
         if stage in ("analyze", "report"):
@@ -200,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"phasebayes demo{' --quick' if args.quick else ''}: SmolLM2-135M-Instruct fine-tuned on the "
                   f"risky-finance narrow set; run folder {cfg.output_dir}", file=sys.stderr)
             return _run(args, cfg, list(STAGE_HELP))
+        if args.command == "label":
+            import getpass
+
+            from .label import serve
+
+            rater = args.rater or getpass.getuser() or "rater1"
+            serve(args.run, args.rubric, rater=rater, n=args.n, port=args.port, open_browser=not args.no_browser)
+            return 0
         if args.command == "validate":
             cfg = _load(args.config, overrides)
             print(f"{args.config}: OK (run folder {cfg.output_dir})")
