@@ -14,27 +14,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from phasebayes import from_dataframe, save_run
+from _label_run import PAYLOAD, STEPS, make_run  # noqa: F401
 from phasebayes.label import ItemPlan, LabelSession, RatingStore, load_or_create_plan, plan_items, start_server, transition_weights
-
-STEPS = [137, 274, 411, 548, 685, 822]  # distinctive numbers: none may appear in what the page receives
-PAYLOAD = '<script>window.__pwned=(window.__pwned||0)+1;document.title="PWNED"</script><img src=x onerror="window.__pwned=7"><b>bold</b>'
-
-
-def make_run(folder: Path, n_prompts: int = 3, n_samples: int = 2, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for t in STEPS:
-        for p in range(n_prompts):
-            for s in range(n_samples):
-                rows.append({"step": t, "prompt": f"q{p}", "sample": s, "order_parameter": "alignment",
-                             "score": round(float(rng.uniform(0, 100)), 3), "prompt_text": f"Question text {chr(65 + p)}?",
-                             "response": f"Reply {rng.integers(10**8):x} " + PAYLOAD})
-    ds = from_dataframe(pd.DataFrame(rows))
-    folder.mkdir(parents=True, exist_ok=True)
-    save_run(ds, folder / "run.nc")
-    return folder
-
 
 @pytest.fixture()
 def run(tmp_path):
