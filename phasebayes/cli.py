@@ -159,6 +159,11 @@ def _print_summary(analysis, pipeline, seconds: float) -> None:
     print()
     print(analysis.summary())
     out = pipeline.out
+    from .label.agreement import agreement_summary
+
+    human = agreement_summary(out, n_boot=500) if (out / "run.nc").exists() else ""
+    if human:
+        print(human)
     print()
     print(f"Run folder: {out}")
     for label, p in (("run dataset", pipeline.run_path), ("analysis (DataTree)", pipeline.analysis_path),

@@ -87,3 +87,23 @@ def test_no_ratings_means_nothing_to_show(tmp_path):
     run = make_run(tmp_path / "run")
     assert len(human_agreement(run)) == 0 and agreement_summary(run) == "" and plot_calibration(run) is None
     assert json.dumps(list(load_ratings(run).columns))
+
+
+def test_report_section(rated):
+    from phasebayes.report.human import human_ratings_section
+
+    ds = open_run(rated / "run.nc")
+    page, pngs = human_ratings_section(rated, ds)
+    assert "<h2 id=\"human\">Human ratings</h2>" in page and "alpha [94% bootstrap]" in page
+    assert "ICC(A,1) [94% bootstrap]" in page and "human-judge" in page and "human-human" in page
+    assert page.count("data:image/png;base64,") == 1 and pngs["calibration"][:4] == b"\x89PNG"
+    assert human_ratings_section(make_run(rated.parent / "other"), ds) == ("", {})
+
+
+def test_agreement_precision_shrinks_like_one_over_root_n():
+    from phasebayes.label.precision import agreement_precision
+
+    t = agreement_precision(n_ratings=(40, 160), alphas=(0.7,), n_rep=40, n_boot=200, seed=1)
+    hw = t["half_width"].to_numpy()
+    assert 1.5 < hw[0] / hw[1] < 2.6  # four times the ratings: about half the width
+    assert t["coverage"].min() >= 0.8 and abs(t.loc[(160, 0.7), "mean_estimate"] - 0.7) < 0.05

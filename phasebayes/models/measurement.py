@@ -228,7 +228,7 @@ def simulate_judged_run(
     link: str = "logit",
     judge_offset: float | tuple[float, float] = (0.6, 1.2),
     judge_slope: float | tuple[float, float] = (1.6, 2.2),
-    answer_concentration: float = 40.0,
+    answer_concentration: float = 200.0,
     judge_concentration: float = 30.0,
     rater_sd: float = 5.0,
     seed: int = 0,
