@@ -36,6 +36,7 @@ _LAZY = {
     "decompose": "phasebayes.decomposition",
     "analyze": "phasebayes.analysis",
     "Analysis": "phasebayes.analysis",
+    "JudgeMeasurement": "phasebayes.models.measurement",
 }
 
 __all__ = [

@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
 
             from .label import serve
 
-            rater = args.rater or getpass.getuser() or "rater1"
+            try:
+                rater = args.rater or getpass.getuser() or "rater1"
+            except (OSError, KeyError):
+                rater = "rater1"
             serve(args.run, args.rubric, rater=rater, n=args.n, port=args.port, open_browser=not args.no_browser)
             return 0
         if args.command == "validate":

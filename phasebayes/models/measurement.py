@@ -117,10 +117,10 @@ class BoundMeasurement:
 
         self.spec = spec
         ops = list(model.order_parameters)
-        rated = sorted(set(spec.ratings["order_parameter"]), key=ops.index) if set(spec.ratings["order_parameter"]) <= set(ops) else None
-        if rated is None:
-            unknown = sorted(set(spec.ratings["order_parameter"]) - set(ops))
+        unknown = sorted(set(spec.ratings["order_parameter"]) - set(ops))
+        if unknown:
             raise ModelSpecError(f"ratings name order parameter(s) {unknown} that the model does not have ({ops}).")
+        rated = sorted(set(spec.ratings["order_parameter"]), key=ops.index)
         if model.config.transition == "step":
             raise ModelSpecError("the judge measurement model needs transition='sigmoid' (the step model's levels are "
                                  "marginalised over a grid); refit with transition='sigmoid'.")
@@ -192,10 +192,7 @@ class BoundMeasurement:
         p = self.spec.priors
         model = pm.modelcontext(None)
         model.add_coord("rated_op", self.rated)
-        if self.spec.link == "logit":
-            a = pm.Normal("judge_offset", 0.0, p["offset_sd"], dims="rated_op")
-        else:
-            a = pm.Normal("judge_offset", 0.0, p["offset_sd"], dims="rated_op")
+        a = pm.Normal("judge_offset", 0.0, p["offset_sd"], dims="rated_op")
         b = pm.LogNormal("judge_slope", 0.0, p["slope_log_sd"], dims="rated_op")
         phi_h = pm.LogNormal("human_concentration", p["human_phi_log_mean"], p["human_phi_log_sd"], dims="rated_op")
         T = self.obs.shape[1]
