@@ -117,7 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--rater", default=None, metavar="NAME", help="your name; each rater gets their own ratings file (default $USER)")
     lb.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     lb.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
-    lb.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE", help=argparse.SUPPRESS)
 
     for stage, text in STAGE_HELP.items():
         s = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ". Earlier stages' outputs must exist in the run folder.")

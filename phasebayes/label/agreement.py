@@ -40,6 +40,10 @@ def ratings_folder(run: str | os.PathLike) -> Path:
     return ratings_dir_for(run)
 
 
+def _run_dataset(run: str | os.PathLike) -> Path:
+    return Path(run) / "run.nc" if Path(run).is_dir() else Path(run)
+
+
 def load_ratings(run: str | os.PathLike, rubric: str | None = None) -> pd.DataFrame:
     """All human ratings of a run: columns ``rater, rubric, item, value, step, prompt, sample``.
 
@@ -115,7 +119,7 @@ def human_agreement(run: str | os.PathLike, ds: xr.Dataset | None = None, *, rat
         if ds is None:
             from ..dataset import open_run
 
-            ds = open_run(Path(run) / "run.nc")
+            ds = open_run(_run_dataset(run))
         for rb, r in ratings.groupby("rubric"):
             wide = r.pivot_table(index="item", columns="rater", values="value", aggfunc="last")
             human = wide.mean(axis=1)
@@ -149,7 +153,7 @@ def plot_calibration(run: str | os.PathLike, ds: xr.Dataset | None = None, *, ra
     if ds is None:
         from ..dataset import open_run
 
-        ds = open_run(Path(run) / "run.nc")
+        ds = open_run(_run_dataset(run))
     panels = []
     for rb, r in ratings.groupby("rubric"):
         human = r.groupby("item").agg(value=("value", "mean"), step=("step", "first"), prompt=("prompt", "first"),
