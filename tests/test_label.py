@@ -206,3 +206,13 @@ def test_page_in_headless_chromium(run, tmp_path):
         browser.close()
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_label_help(capsys):
+    from phasebayes.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["label", "--help"])
+    text = capsys.readouterr().out
+    assert "usage: phasebayes label" in text and "--rubric NAME" in text and "--rater NAME" in text
+    assert "--no-browser" in text and "--n N" in text

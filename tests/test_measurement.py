@@ -111,5 +111,5 @@ def test_calibration_full(link):
     else:
         cov, n = _coverage(n_fits=2, n_ops=8, seed0=3000, link=link, judge_offset=(0.15, 0.3), judge_slope=(0.6, 0.8))
         assert cov["naive"]["tau"] >= 0.75, cov  # a linear judge keeps the halfway step: tau is right without the model
-        assert cov["naive"]["levels"] <= 0.3, cov
+        assert cov["naive"]["levels"] <= 0.5, cov  # levels near the judge's fixed point a / (1 - b) are unbiased
         assert cov["measurement"]["tau"] >= 0.75 and cov["measurement"]["levels"] >= 0.75, cov
