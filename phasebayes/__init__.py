@@ -45,6 +45,7 @@ _LAZY = {
     "read_trainer_state": "phasebayes.readers.trainer_state",
     "read_judged_folder": "phasebayes.readers.judged",
     "lora_weight_signals": "phasebayes.readers.weights",
+    "JudgeMeasurement": "phasebayes.models.measurement",
 }
 
 __all__ = [

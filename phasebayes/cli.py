@@ -13,6 +13,7 @@ Examples::
     phasebayes analyze counts.csv --training-log runs/tb/   # per-checkpoint counts (step, k, n) + TensorBoard
     phasebayes report runs/example        # re-render the report of a run folder
     phasebayes migrate old.nc new.nc      # rewrite a run file of an earlier version in the current layout
+    phasebayes label runs/demo --rubric alignment --rater ann   # rate answers yourself (blind); agreement in the report
 
 Every command checks its whole config before starting; a finished stage is skipped on a rerun (pass
 ``--force STAGE`` to redo it). Errors a user can fix exit with status 2 and one line saying what to do.
@@ -150,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("source", metavar="SOURCE")
     m.add_argument("target", metavar="TARGET")
     m.add_argument("--overwrite", action="store_true", help="replace TARGET if it exists")
+    lb = sub.add_parser("label", help="rate answers of a run yourself on a local page (blind to step and judge score)",
+                        description="Serve a local page (127.0.0.1, a free port) showing one answer at a time with its prompt "
+                                    "and the rubric's question and anchors, blind to checkpoint, step and judge score. Keys: "
+                                    "1-9 anchors, a number + Enter, s skip, u undo. Every rating is saved at once to "
+                                    "RUN/ratings/RATER.jsonl; rerun to resume. The report then shows judge-vs-human agreement.")
+    lb.add_argument("run", metavar="RUN", help="run folder (with run.nc) or a run dataset (.nc) holding the responses")
+    lb.add_argument("--rubric", required=True, metavar="NAME", help="rubric name in data/rubrics (e.g. alignment) or a .toml file")
+    lb.add_argument("--n", type=int, default=120, help="number of answers to rate (default 120; stratified over steps and prompts)")
+    lb.add_argument("--rater", default=None, metavar="NAME", help="your name; each rater gets their own ratings file (default $USER)")
+    lb.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    lb.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
 
     for stage, text in STAGE_HELP.items():
         s = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ". Earlier stages' outputs must exist in the run folder.")
@@ -202,6 +214,11 @@ def _print_summary(analysis, pipeline, seconds: float) -> None:
     print()
     print(analysis.summary())
     out = pipeline.out
+    from .label.agreement import agreement_summary
+
+    human = agreement_summary(out, n_boot=500) if (out / "run.nc").exists() else ""
+    if human:
+        print(human)
     print()
     print(f"Run folder: {out}")
     for label, p in (("run dataset", pipeline.run_path), ("analysis (DataTree)", pipeline.analysis_path),
@@ -261,6 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             from .dataset import migrate_run
 
             print(migrate_run(args.source, args.target, overwrite=args.overwrite))
+        elif args.command == "label":
+            import getpass
+
+            from .label import serve
+
+            try:
+                rater = args.rater or getpass.getuser() or "rater1"
+            except (OSError, KeyError):
+                rater = "rater1"
+            serve(args.run, args.rubric, rater=rater, n=args.n, port=args.port, open_browser=not args.no_browser)
             return 0
         if args.command == "validate":
             cfg = _load(args.config, overrides)

@@ -354,7 +354,10 @@ class Pipeline:
                       ci_prob=a.ci_prob, ci_kind=a.ci_kind, random_seed=c.run.seed, progressbar=not c.run.quiet,
                       log=lambda m: self.log("analyze: " + m))
         res.save(self.analysis_path, overwrite=True)
-        atomic_write_text(self.out / "summary.txt", res.summary() + "\n", overwrite=True)
+        from .label.agreement import agreement_summary  # human ratings, when `phasebayes label` made some
+
+        human = agreement_summary(self.out, ds)
+        atomic_write_text(self.out / "summary.txt", res.summary() + "\n" + (human + "\n" if human else ""), overwrite=True)
         self.timings["analyze"] = time.perf_counter() - t0
         self.log(f"analyze: {self.analysis_path} in {self.timings['analyze']:.0f} s")
         self._mark("analyze", key, self.timings["analyze"])
@@ -374,7 +377,7 @@ class Pipeline:
         t0 = time.perf_counter()
         path = write_report(analysis, self.report_dir, ds=ds, formats=c.report.formats, n_examples=c.report.n_examples,
                             max_prompts=c.report.max_prompts, title=f"phasebayes run: {self.out.name}",
-                            config_text=c.run_folder_toml(), progress=not c.run.quiet)
+                            config_text=c.run_folder_toml(), progress=not c.run.quiet, run_dir=self.out)
         self.timings["report"] = time.perf_counter() - t0
         self.log(f"report: {path} in {self.timings['report']:.0f} s")
         self._mark("report", self.stage_keys()["report"], self.timings["report"])

@@ -82,6 +82,7 @@ class ModelConfig:
     priors: dict[str, float] = field(default_factory=dict)
     order_parameters: list[str] = field(default_factory=list)
     parametrization: str = "auto"
+    measurement: dict | None = None  # JudgeMeasurement.to_dict() (human ratings + calibration link)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -131,6 +132,10 @@ class ChangePointModel:
         ≥ 40 scores on average; measured: at 100 steps × 8 prompts × 50 samples the non-centred form
         needs 55 leapfrog steps per draw and the centred one 15; at 12 samples per cell the centred
         form diverges). Same model, different sampler geometry.
+    measurement
+        Optional :class:`~phasebayes.models.measurement.JudgeMeasurement` (human ratings of a subset):
+        the curve, tau and levels are then on the human scale and the judge scores are a calibrated,
+        noisy measurement of it (see :mod:`phasebayes.models.measurement`).
     """
 
     DEFAULT_PRIORS: dict[str, float] = {
@@ -157,6 +162,7 @@ class ChangePointModel:
         below: bool = True,
         priors: dict[str, float] | None = None,
         parametrization: str = "auto",
+        measurement=None,
     ):
         validate(ds)
         if parametrization not in ("auto", "centered", "noncentered"):
@@ -233,6 +239,19 @@ class ChangePointModel:
             self.stats, self.n_finite, per_cell, self.data_mean, self.data_sd = (
                 agg.stats, agg.n_total, agg.per_cell, agg.data_mean, agg.data_sd)
         self.centered = parametrization == "centered" or (parametrization == "auto" and per_cell >= 40)
+        self.measurement = None
+        if measurement is not None:  # judge error model: see phasebayes/models/measurement.py
+            from .measurement import JudgeMeasurement
+
+            spec = measurement if isinstance(measurement, JudgeMeasurement) else JudgeMeasurement.from_dict(measurement)
+            self.measurement = spec.bind(self)
+            self.config.measurement = spec.to_dict()
+
+    def _judge_mean(self, mu, fam: str, ix, post=None):
+        """Mean of the observed (judge) scores given the curve ``mu``: the identity unless a measurement model is set."""
+        if self.measurement is None or fam != "beta":
+            return mu
+        return self.measurement.judge_mean_pymc(mu, ix) if post is None else self.measurement.judge_mean(post, mu, ix)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -347,7 +366,7 @@ class ChangePointModel:
                 if fam in ("beta", "binomial"):
                     A = pt.clip(A, _EPS, 1 - _EPS)
                 if cfg.transition == "none":
-                    total = total + pt.sum(cell_loglik(fam, st, A, nuis, m))
+                    total = total + pt.sum(cell_loglik(fam, st, self._judge_mean(A, fam, ix), nuis, m))
                     continue
                 B = _inv_link(fam, la[ix], pt)[:, None, :]
                 if fam in ("beta", "binomial"):
@@ -356,7 +375,7 @@ class ChangePointModel:
                     mu = A + (B - A) * s[ix]
                     if fam in ("beta", "binomial"):
                         mu = pt.clip(mu, _EPS, 1 - _EPS)
-                    total = total + pt.sum(cell_loglik(fam, st, mu, nuis, m))
+                    total = total + pt.sum(cell_loglik(fam, st, self._judge_mean(mu, fam, ix), nuis, m))
                 else:  # step: exact marginalisation over the first post-transition grid index j
                     ll_pre = pt.sum(cell_loglik(fam, st, A, nuis, m), axis=2)  # (k,T)
                     ll_post = pt.sum(cell_loglik(fam, st, B, nuis, m), axis=2)
@@ -493,7 +512,7 @@ class ChangePointModel:
         for fam, ix in self.groups.items():
             m = mu[:, ix]
             if fam in ("beta", "binomial"):
-                m = np.clip(m, _EPS, 1 - _EPS)
+                m = np.clip(self._judge_mean(m, fam, ix, post), _EPS, 1 - _EPS)
             nuis = self._nuisance_draws(post, fam, ix)
             ll = cell_loglik(fam, self.stats[fam], m, nuis, NUMPY_MATH)
             if fam == "negative_binomial":
@@ -777,7 +796,7 @@ class ChangePointResult:
         reps = np.empty_like(mu)
         for fam, ix in m.groups.items():
             n = m.stats[fam].n[None]  # (1,k,T,P)
-            mk = mu[:, ix]
+            mk = m._judge_mean(mu[:, ix], fam, ix, sub)
             nu = m._nuisance_draws(sub, fam, ix)
             nmax = int(n.max())
             shape = (*mk.shape, nmax)
@@ -883,7 +902,7 @@ class ChangePointResult:
         null = ChangePointModel(
             self.model.ds, likelihood=self.config.likelihood, transition="none", pooling=self.config.pooling,
             order_parameters=self.order_parameters, threshold=self.config.threshold, below=self.config.below,
-            priors=self.config.priors, parametrization=self.config.parametrization,
+            priors=self.config.priors, parametrization=self.config.parametrization, measurement=self.config.measurement,
         )
         posterior, stats = _sample(null.build(), target_accept=0.95, **sample_kwargs)
         null_result = ChangePointResult._from_samples(null, posterior, stats)
@@ -986,7 +1005,7 @@ class ChangePointResult:
                 run[name] = run[name].astype(object)
         model = ChangePointModel(run, likelihood=cfg.likelihood, transition=cfg.transition, pooling=cfg.pooling,
                                  order_parameters=cfg.order_parameters, threshold=cfg.threshold, below=cfg.below,
-                                 priors=cfg.priors, parametrization=cfg.parametrization)
+                                 priors=cfg.priors, parametrization=cfg.parametrization, measurement=cfg.measurement)
         posterior = tree["posterior"].to_dataset()
         posterior = posterior.assign_coords(order_parameter=list(cfg.order_parameters), prompt=model.prompts)
         extra = {k: tree[k].to_dataset() for k in tree.children if k not in ("posterior", "sample_stats", "run")}

@@ -85,8 +85,12 @@ def example_responses(analysis, ds, n_examples: int = 2) -> list[dict]:
 
 
 def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_examples: int = 2, max_prompts: int = 6,
-                figures: dict[str, bytes] | None = None, config_text: str | None = None, progress: bool = False) -> tuple[str, dict[str, bytes]]:
-    """The report page as one HTML string, and the PNG bytes of its figures (``name -> bytes``)."""
+                figures: dict[str, bytes] | None = None, config_text: str | None = None, progress: bool = False,
+                run_dir: str | os.PathLike | None = None) -> tuple[str, dict[str, bytes]]:
+    """The report page as one HTML string, and the PNG bytes of its figures (``name -> bytes``).
+
+    ``run_dir``: the run folder; when it holds human ratings the page gets a "Human ratings" section.
+    """
     a = analysis
     ci = f"{a.ci_prob:.0%} {a.ci_kind.upper()}"
     pngs: dict[str, bytes] = dict(figures or {})
@@ -162,6 +166,12 @@ def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_exampl
             f"<td class=\"resp\"><b>step {e['step_after']}</b> (score {e['score_after']:.3g})<br>{html.escape(e['after'])}</td></tr>"
             for e in ex)
         s.append(f"<table><thead><tr><th>order parameter</th><th>prompt</th><th>before</th><th>after</th></tr></thead><tbody>{rows}</tbody></table>")
+    if run_dir is not None:
+        from .human import human_ratings_section
+
+        section, extra = human_ratings_section(run_dir, ds, ci_prob=a.ci_prob)
+        s.append(section)
+        pngs.update(extra)
     if failures:
         s.append("<div class=\"warn\"><b>Figures that could not be drawn:</b><ul>"
                  + "".join(f"<li>{html.escape(f)}</li>" for f in failures) + "</ul></div>")
@@ -175,7 +185,7 @@ def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_exampl
 
 def write_report(analysis, out_dir: str | os.PathLike, *, ds=None, formats: Sequence[str] = ("html", "md", "tex"),
                  n_examples: int = 2, max_prompts: int = 6, title: str = "phasebayes report",
-                 config_text: str | None = None, progress: bool = True) -> Path:
+                 config_text: str | None = None, progress: bool = True, run_dir: str | os.PathLike | None = None) -> Path:
     """Write ``report.html`` (self-contained), ``tables.md``, ``tables.tex`` and ``figures/*.png`` to ``out_dir``.
 
     Returns the path of the HTML page (or of the first file written when ``"html"`` is not in ``formats``).
@@ -183,7 +193,7 @@ def write_report(analysis, out_dir: str | os.PathLike, *, ds=None, formats: Sequ
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     page, pngs = render_html(analysis, ds=ds, title=title, n_examples=n_examples, max_prompts=max_prompts,
-                             config_text=config_text, progress=progress)
+                             config_text=config_text, progress=progress, run_dir=run_dir)
     for name, data in pngs.items():
         (out / "figures" / f"{name}.png").write_bytes(data)
     written = []
