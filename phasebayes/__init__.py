@@ -36,6 +36,10 @@ _LAZY = {
     "decompose": "phasebayes.decomposition",
     "analyze": "phasebayes.analysis",
     "Analysis": "phasebayes.analysis",
+    "MultiRunChangePointModel": "phasebayes.models.multirun",
+    "MultiRunResult": "phasebayes.models.multirun_result",
+    "simulate_study": "phasebayes.simulate",
+    "StudyTruth": "phasebayes.simulate",
 }
 
 __all__ = [

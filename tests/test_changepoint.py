@@ -340,3 +340,14 @@ def test_centered_and_noncentered_agree():
     pa = res["centered"].prompt_transition_steps()["median"].values
     pb_ = res["noncentered"].prompt_transition_steps()["median"].values
     np.testing.assert_allclose(pa, pb_, atol=10)
+
+
+def test_default_geometry_noncentred_tau_centred_levels_when_data_rich():
+    """Default: tau offsets always non-centred (no funnel when prompts share tau); levels centred only with >= 40 scores per cell."""
+    rich, _ = pb.simulate_run(n_steps=6, n_prompts=3, n_samples=40, order_parameters=["a"], seed=0)
+    sparse, _ = pb.simulate_run(n_steps=6, n_prompts=3, n_samples=10, order_parameters=["a"], seed=0)
+    names = {k: {v.name for v in ChangePointModel(d).build().free_RVs} for k, d in (("rich", rich), ("sparse", sparse))}
+    assert {"z_tau", "before_prompt_link", "after_prompt_link"} <= names["rich"] and "tau_prompt_unit" not in names["rich"]
+    assert {"z_tau", "z_before", "z_after"} <= names["sparse"]
+    forced = {v.name for v in ChangePointModel(rich, parametrization="centered").build().free_RVs}
+    assert {"tau_prompt_unit", "before_prompt_link"} <= forced
