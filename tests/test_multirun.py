@@ -71,7 +71,7 @@ def test_inputs_and_errors():
     with pytest.raises(pb.ModelSpecError, match="sigmoid"):
         pb.ChangePointModel(runs, transition="step")
     with pytest.raises(pb.ModelSpecError, match="missing in run"):
-        pb.ChangePointModel({"x": runs["seed0"], "y": runs["seed1"].sel(order_parameter=[])}, order_parameters=["a"])
+        pb.ChangePointModel({"x": runs["seed0"], "y": runs["seed1"].assign_coords(order_parameter=["zzz"])})
     with pytest.raises(pb.RunDataError, match="run 'bad'"):
         pb.ChangePointModel({"ok": runs["seed0"], "bad": runs["seed1"].drop_vars("score")})
 
