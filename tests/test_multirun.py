@@ -50,6 +50,11 @@ def test_lag_to_each_runs_own_peak_and_roundtrip(study, tmp_path):
         row = lag.loc[("a", r)]
         assert row["lag_lower"] - 15 <= true_lag <= row["lag_upper"] + 15, (r, row.to_dict(), true_lag)
     assert abs(lag.loc[("a", names[0]), "peak_median"] - truth.runs[0].grad_peak) < 40
+    from phasebayes.report.tables import run_tables
+
+    caption, table = run_tables(res, lag=lag)["runs"]
+    assert "94% HDI" in caption and len(table) == len(names) + 1  # one row per run + the population
+    assert table.iloc[-1]["run"] == "population" and "seed sd" in table.iloc[-1, 2]
     path = res.save(tmp_path / "study.nc")
     back = pb.MultiRunResult.load(path)
     np.testing.assert_array_equal(back.draws("tau_run"), res.draws("tau_run"))
