@@ -46,6 +46,10 @@ _LAZY = {
     "read_judged_folder": "phasebayes.readers.judged",
     "lora_weight_signals": "phasebayes.readers.weights",
     "JudgeMeasurement": "phasebayes.models.measurement",
+    "MultiRunChangePointModel": "phasebayes.models.multirun",
+    "MultiRunResult": "phasebayes.models.multirun_result",
+    "simulate_study": "phasebayes.simulate",
+    "StudyTruth": "phasebayes.simulate",
 }
 
 __all__ = [

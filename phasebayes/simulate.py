@@ -17,9 +17,9 @@ import xarray as xr
 from .dataset import STATUS, assemble_run, training_log_dataset
 from .errors import ModelSpecError
 
-__all__ = ["simulate_run", "SimulationTruth", "FAMILIES", "transition_curve"]
+__all__ = ["simulate_run", "simulate_study", "SimulationTruth", "StudyTruth", "FAMILIES", "transition_curve"]
 
-FAMILIES = ("beta", "binomial", "normal", "poisson", "negative_binomial")
+FAMILIES = ("beta", "binomial", "normal", "poisson", "negative_binomial", "ordinal")
 
 # Default levels (before, after) of the expected score, on the family's natural scale.
 _DEFAULT_LEVELS = {
@@ -28,6 +28,7 @@ _DEFAULT_LEVELS = {
     "normal": (0.0, 2.0),
     "poisson": (20.0, 60.0),  # e.g. response length in tokens
     "negative_binomial": (20.0, 60.0),
+    "ordinal": (4.0, 2.0),  # expected Likert score (1-5 by default)
 }
 
 
@@ -104,6 +105,21 @@ def _link(family: str):
     return (lambda m: m), (lambda x: x)
 
 
+def _ordinal_link(cuts: np.ndarray):
+    """(expected score on 1..C -> latent logit level, latent level -> expected score) for cut points."""
+    from scipy.optimize import brentq
+
+    def inv(eta):
+        eta = np.asarray(eta, dtype=float)
+        cdf = 1.0 / (1.0 + np.exp(-(cuts - eta[..., None])))
+        return 1.0 + (1.0 - cdf).sum(-1)  # E[score] = 1 + Σ_c P(y > c)
+
+    def link(mean):
+        return brentq(lambda e: float(inv(e)) - mean, -30.0, 30.0)
+
+    return link, inv
+
+
 def _zero_sum(x: np.ndarray) -> np.ndarray:
     return x - x.mean() if x.size > 1 else np.zeros_like(x)
 
@@ -124,6 +140,8 @@ def simulate_run(
     concentration: float = 8.0,
     noise_sd: float = 1.0,
     dispersion: float = 5.0,
+    n_categories: int | Mapping[str, int] = 5,
+    cutpoints: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
     missing_fraction: float = 0.0,
     max_step: int = 1000,
     uneven_steps: bool = False,
@@ -156,6 +174,11 @@ def simulate_run(
         deviations are zero-sum across prompts, so the population values are the prompt means.
     concentration, noise_sd, dispersion
         Beta φ, normal σ, negative-binomial α (variance μ + μ²/α).
+    n_categories, cutpoints
+        ``ordinal``: scores 1..n_categories (Likert; one value or a dict per order parameter) from a cumulative-logit model with these cut
+        points (default evenly spaced from -2 to 2); ``levels`` are expected scores, prompt level
+        offsets are on the latent logit scale, and during the transition a score comes from the after
+        distribution with probability s(t) (the mixture :class:`~phasebayes.ChangePointModel` fits).
     missing_fraction
         Fraction of scores set to NaN (status ``missing`` / ``api_error`` / ``refusal``).
     max_step, uneven_steps
@@ -201,6 +224,11 @@ def simulate_run(
     for k, op in enumerate(ops):
         f = fam[op]
         link, inv = _link(f)
+        if f == "ordinal":
+            n_cat = int(n_categories[op] if isinstance(n_categories, Mapping) else n_categories)
+            cp = cutpoints[op] if isinstance(cutpoints, Mapping) else cutpoints
+            cuts = np.asarray(cp if cp is not None else np.linspace(-2, 2, n_cat - 1), dtype=float)
+            link, inv = _ordinal_link(cuts)
         before, after = (float(x) for x in lv[op])
         frac = 100.0 if f == "beta" else 1.0
         b_link = link(before / frac) + _zero_sum(rng.normal(0.0, prompt_level_sd, n_prompts))
@@ -209,6 +237,15 @@ def simulate_run(
         prompt_before[op] = inv(b_link) * frac
         prompt_after[op] = inv(a_link) * frac
         prompt_tau[op] = float(taus[op]) + _zero_sum(rng.normal(0.0, prompt_tau_sd, n_prompts))
+        if f == "ordinal":
+            weight = np.stack([transition_curve(steps, prompt_tau[op][p], float(widths[op]), 0.0, 1.0, transition)
+                               for p in range(n_prompts)], axis=1)  # (T, P): probability of the after level
+            use_after = rng.random((len(steps), n_prompts, n_samples)) < weight[..., None]
+            eta = np.where(use_after, a_link[None, :, None], b_link[None, :, None])
+            cdf = 1.0 / (1.0 + np.exp(-(cuts - eta[..., None])))
+            score[k] = 1.0 + (rng.random(eta.shape)[..., None] > cdf).sum(-1)
+            scales.append((1.0, float(n_cat)))
+            continue
         mean = np.stack(
             [
                 transition_curve(steps, prompt_tau[op][p], float(widths[op]), prompt_before[op][p], prompt_after[op][p], transition)
@@ -290,3 +327,58 @@ def simulate_run(
     from .dataset import validate
 
     return validate(ds), truth
+
+
+@dataclass
+class StudyTruth:
+    """Truth of a simulated study: population and per-run transition steps (training steps)."""
+
+    tau: dict[str, float]
+    run_tau: dict[str, np.ndarray]
+    run_tau_sd: float
+    runs: list[SimulationTruth]
+
+
+def simulate_study(
+    *,
+    n_runs: int = 4,
+    tau: float | Mapping[str, float] | None = None,
+    run_tau_sd: float = 30.0,
+    run_level_sd: float = 0.2,
+    order_parameters: Sequence[str] | None = None,
+    likelihood: str | Mapping[str, str] = "beta",
+    levels: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
+    max_step: int = 1000,
+    seed: int | None = 0,
+    **run_kwargs,
+) -> tuple[dict[str, xr.Dataset], StudyTruth]:
+    """Simulate several runs (seeds) of one study with known truth.
+
+    Each run's transition step is ``tau + run_tau_sd * N(0, 1)`` (steps) and its levels are the
+    population levels shifted by ``run_level_sd * N(0, 1)`` on the link scale (logit/log/identity);
+    everything else (prompts, samples, gradient trace with a peak before the run's tau) is
+    :func:`simulate_run` with ``run_kwargs``. Returns ``({"seed0": ds, ...}, StudyTruth)``.
+    """
+    if n_runs < 1:
+        raise ModelSpecError("n_runs must be at least 1.")
+    rng = np.random.default_rng(seed)
+    ops = list(order_parameters) if order_parameters is not None else ["alignment", "coherence", "verbosity"]
+    fam = _per_op(likelihood, ops, lambda i, op: "beta", "likelihood")
+    taus = _per_op(tau, ops, lambda i, op: max_step * (0.35 + 0.3 * i / max(1, len(ops) - 1)), "tau")
+    lv = _per_op(levels, ops, lambda i, op: _DEFAULT_LEVELS[fam[op]], "levels")
+    runs, truths = {}, []
+    run_tau = {op: np.empty(n_runs) for op in ops}
+    for r in range(n_runs):
+        tau_r, lv_r = {}, {}
+        for op in ops:
+            tau_r[op] = float(taus[op]) + run_tau_sd * rng.normal()
+            run_tau[op][r] = tau_r[op]
+            link, inv = _link(fam[op]) if fam[op] != "ordinal" else (lambda m: m, lambda x: x)
+            frac = 100.0 if fam[op] == "beta" else 1.0
+            shift = run_level_sd * rng.normal() if fam[op] != "ordinal" else 0.0
+            lv_r[op] = tuple(float(inv(link(v / frac) + shift)) * frac for v in lv[op])
+        ds, truth = simulate_run(order_parameters=ops, likelihood=fam, tau=tau_r, levels=lv_r, max_step=max_step,
+                                 seed=int(rng.integers(2**31)), **run_kwargs)
+        runs[f"seed{r}"] = ds
+        truths.append(truth)
+    return runs, StudyTruth(tau={op: float(taus[op]) for op in ops}, run_tau=run_tau, run_tau_sd=run_tau_sd, runs=truths)

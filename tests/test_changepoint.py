@@ -340,3 +340,30 @@ def test_centered_and_noncentered_agree():
     pa = res["centered"].prompt_transition_steps()["median"].values
     pb_ = res["noncentered"].prompt_transition_steps()["median"].values
     np.testing.assert_allclose(pa, pb_, atol=10)
+
+
+def test_default_geometry_noncentred_tau_centred_levels_when_data_rich():
+    """Default: tau offsets always non-centred (no funnel when prompts share tau); levels centred only with >= 40 scores per cell."""
+    rich, _ = pb.simulate_run(n_steps=6, n_prompts=3, n_samples=40, order_parameters=["a"], seed=0)
+    sparse, _ = pb.simulate_run(n_steps=6, n_prompts=3, n_samples=10, order_parameters=["a"], seed=0)
+    names = {k: {v.name for v in ChangePointModel(d).build().free_RVs} for k, d in (("rich", rich), ("sparse", sparse))}
+    assert {"z_tau", "before_prompt_link", "after_prompt_link"} <= names["rich"] and "tau_prompt_unit" not in names["rich"]
+    assert {"z_tau", "z_before", "z_after"} <= names["sparse"]
+    forced = {v.name for v in ChangePointModel(rich, parametrization="centered").build().free_RVs}
+    assert {"tau_prompt_unit", "before_prompt_link"} <= forced
+
+
+def test_result_saved_by_the_previous_version_still_loads():
+    """A centred-form result written before the geometry change (tau_prompt_unit in the posterior) loads and works."""
+    from pathlib import Path
+
+    res = pb.load_result(Path(__file__).parent / "data" / "changepoint_result_v0_centred.nc")
+    assert "tau_prompt_unit" in res.posterior and "z_tau" not in res.posterior
+    ts = res.transition_steps()
+    np.testing.assert_allclose(ts["median"].values, np.median(res.draws("tau"), axis=0))
+    assert 250 < ts.loc["a", "median"] < 400 and 600 < ts.loc["b", "median"] < 750  # simulated at about 350 and 650
+    post = {k: res.draws(k) for k in res.posterior.data_vars}
+    np.testing.assert_allclose(res.model._tau_prompt_unit(post), post["tau_prompt_unit"])
+    pred = res.predict(n_draws=20, steps=res.model.steps)
+    obs = res.posterior_predictive(n_draws=20)["observed"].mean("prompt")
+    np.testing.assert_allclose(pred["mean_prompt"].median("draw").mean("prompt"), obs, atol=12)

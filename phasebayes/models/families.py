@@ -20,7 +20,10 @@ from scipy import special
 
 from ..errors import ModelSpecError
 
-FAMILIES = ("beta", "binomial", "normal", "poisson", "negative_binomial")
+FAMILIES = ("beta", "binomial", "normal", "poisson", "negative_binomial", "ordinal")
+
+ORDINAL_MAX_CATEGORIES = 11
+"""``likelihood="auto"`` picks ``ordinal`` for integer scores on a bounded scale of at most this many values."""
 
 NUMPY_MATH = SimpleNamespace(log=np.log, log1p=np.log1p, gammaln=special.gammaln, sqrt=np.sqrt, pi=np.pi)
 
@@ -40,6 +43,9 @@ class CellStats:
     :func:`sufficient_statistics`); ``const`` is the part of the log-likelihood that has no parameter.
     For ``negative_binomial``, ``values``/``value_counts`` list each order parameter's distinct
     observed counts and their multiplicities, shapes ``(K, V)`` (padded with zero counts).
+    For ``ordinal``, ``counts`` holds the number of scores in each category, ``(K, T, P, C)`` (C = the
+    largest number of categories of the group; unused categories of a shorter scale count zero), and
+    ``n_categories`` the number of categories per order parameter, ``(K,)``.
     """
 
     n: np.ndarray
@@ -48,6 +54,8 @@ class CellStats:
     const: np.ndarray
     values: np.ndarray | None = None
     value_counts: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    n_categories: np.ndarray | None = None
 
 
 def squeeze_unit(x: np.ndarray, n_total: int) -> np.ndarray:
@@ -65,6 +73,8 @@ def prepare_scores(family: str, y: np.ndarray, scale: tuple[float, float], *, th
     - ``binomial``: the indicator ``y < threshold`` (``below=True``) or ``y > threshold``; without a
       threshold the scores must already be 0/1;
     - ``poisson`` / ``negative_binomial``: non-negative integer counts required;
+    - ``ordinal``: integer scores on the bounded scale ``[lower, upper]`` become category indices
+      ``0 .. upper - lower`` (Likert 1-5 -> 0..4);
     - ``normal``: unchanged.
     Raises :class:`ModelSpecError` when the data cannot follow the family.
     """
@@ -100,11 +110,38 @@ def prepare_scores(family: str, y: np.ndarray, scale: tuple[float, float], *, th
         return y
     if family == "normal":
         return y
+    if family == "ordinal":
+        lo, hi = scale
+        v = y[finite]
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo != np.round(lo) or hi != np.round(hi):
+            raise ModelSpecError(
+                "likelihood 'ordinal' needs an integer bounded scale such as (1, 5); declare it in "
+                "from_dataframe(scales={'name': (1, 5)})."
+            )
+        if np.any(v != np.round(v)) or np.any(v < lo) or np.any(v > hi):
+            raise ModelSpecError(
+                f"likelihood 'ordinal' needs integer scores between {lo:g} and {hi:g}; use 'beta' for "
+                "continuous bounded scores."
+            )
+        if hi - lo < 2:
+            raise ModelSpecError("likelihood 'ordinal' needs at least 3 categories; use 'binomial' for 0/1 scores.")
+        return y - lo
     raise ModelSpecError(f"unknown likelihood {family!r}; choose one of {FAMILIES}.")
 
 
-def sufficient_statistics(family: str, obs: np.ndarray) -> CellStats:
-    """Per-cell sums of ``obs`` with shape ``(K, T, P, N)`` (observation scale, NaN = missing)."""
+def n_categories(scale: tuple[float, float]) -> int:
+    """Number of categories of an integer scale ``(lower, upper)``: ``upper - lower + 1``."""
+    return int(round(scale[1] - scale[0])) + 1
+
+
+def sufficient_statistics(family: str, obs: np.ndarray, categories: np.ndarray | None = None) -> CellStats:
+    """Per-cell sums of ``obs`` with shape ``(K, T, P, N)`` (observation scale, NaN = missing).
+
+    This is the one place where scores become per-cell statistics: everything downstream (the PyMC
+    model, pointwise log-likelihoods, predictive checks) reads only the returned :class:`CellStats`.
+    ``categories`` (ordinal only) gives the number of categories per order parameter, ``(K,)``
+    (default: the largest observed index + 1).
+    """
     finite = np.isfinite(obs)
     n = finite.sum(-1).astype(float)
     z = np.where(finite, obs, 0.0)
@@ -131,6 +168,13 @@ def sufficient_statistics(family: str, obs: np.ndarray) -> CellStats:
             values[i, : len(v)] = v
             counts[i, : len(c)] = c
         return CellStats(n, z.sum(-1), zero, const, values, counts)
+    if family == "ordinal":
+        ncat = (np.asarray(categories, dtype=int) if categories is not None
+                else np.array([int(np.nanmax(obs[i])) + 1 for i in range(obs.shape[0])]))
+        cmax = int(ncat.max())
+        idx = np.where(finite, obs, -1).astype(int)
+        cat_counts = (idx[..., None] == np.arange(cmax)).sum(-2).astype(float)  # (K, T, P, C)
+        return CellStats(n, zero, zero, zero, counts=cat_counts, n_categories=ncat)
     raise ModelSpecError(f"unknown likelihood {family!r}; choose one of {FAMILIES}.")
 
 
@@ -159,6 +203,8 @@ def cell_loglik(family: str, stats: CellStats, mu, nuisance, m=NUMPY_MATH):
     if family == "negative_binomial":
         alpha = nuisance
         return const + n * alpha * (m.log(alpha) - m.log(alpha + mu)) + s1 * (m.log(mu) - m.log(alpha + mu))
+    if family == "ordinal":
+        raise ModelSpecError("the ordinal family's likelihood needs cut points: use phasebayes.models.ordinal.")
     raise ModelSpecError(f"unknown likelihood {family!r}; choose one of {FAMILIES}.")
 
 

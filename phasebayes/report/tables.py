@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-__all__ = ["report_tables", "markdown_table", "latex_table", "fmt_interval"]
+__all__ = ["report_tables", "run_tables", "markdown_table", "latex_table", "fmt_interval"]
 
 
 def _num(x, digits: int = 1, pct: bool = False, sign: bool = False) -> str:
@@ -92,7 +92,39 @@ def report_tables(analysis) -> dict[str, tuple[str, pd.DataFrame]]:
               "ESS tail": _num(r["ess_tail"], 0)} for k, r in d.iterrows()]
     out["diagnostics"] = (f"MCMC diagnostics of the change-point model ({d.attrs.get('draws', '?')} draws, "
                           f"{d.attrs.get('divergences', 0)} divergences).", pd.DataFrame(drows))
+    if getattr(a, "multirun", None) is not None:  # several runs fitted together
+        out.update(run_tables(a.multirun, ci_prob=a.ci_prob, ci_kind=a.ci_kind, lag=getattr(a, "multirun_lag", None)))
     return out
+
+
+def run_tables(result, *, ci_prob: float | None = None, ci_kind: str | None = None,
+               lag: pd.DataFrame | None = None) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Tables of a multi-run fit (:class:`~phasebayes.MultiRunResult`): ``runs`` -> (caption, DataFrame).
+
+    One row per order parameter and run (τ, and with ``lag`` = ``result.compare_to_peaks()`` the lag to
+    the run's own gradient-norm peak), then per order parameter the population τ and the seed-to-seed sd.
+    """
+    ts = result.run_transition_steps(ci_prob, ci_kind)
+    ci = f"{ts.attrs['ci_prob']:.0%} {str(ts.attrs['ci_kind']).upper()}"
+    pop = result.transition_steps(ci_prob, ci_kind)
+    spread = result.seed_spread(ci_prob, ci_kind)
+    rows = []
+    for op in result.order_parameters:
+        for run in result.runs:
+            r = ts.loc[(op, run)]
+            row = {"order parameter": op, "run": run, f"τ (steps) [{ci}]": fmt_interval(r["median"], r["lower"], r["upper"])}
+            if lag is not None:
+                g = lag.loc[(op, run)]
+                row[f"lag to grad-norm peak [{ci}]"] = fmt_interval(g["lag_median"], g["lag_lower"], g["lag_upper"], sign=True)
+                row["P(later)"] = _num(g["p_later"], 2)
+            rows.append(row)
+        p, sd = pop.loc[op], spread.loc[(op, "seed_sd")]
+        rows.append({"order parameter": op, "run": "population",
+                     f"τ (steps) [{ci}]": fmt_interval(p["median"], p["lower"], p["upper"])
+                     + f"; seed sd {fmt_interval(sd['median'], sd['lower'], sd['upper'])}"})
+    caption = (f"Transition step per run and across runs (population τ and the seed-to-seed sd of τ), "
+               f"posterior median and {ci} in training steps.")
+    return {"runs": (caption, pd.DataFrame(rows).fillna(""))}
 
 
 def markdown_table(df: pd.DataFrame, caption: str = "") -> str:

@@ -1,0 +1,55 @@
+"""Running NUTS for the phasebayes models and reshaping draws (chain, draw) <-> (draw,)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import ModelSpecError
+
+def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
+    """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims."""
+    import pymc as pm
+
+    if sampler == "auto":
+        try:
+            import nutpie  # noqa: F401
+
+            sampler = "nutpie"
+        except ImportError:
+            sampler = "pymc"
+    if sampler not in ("nutpie", "pymc"):
+        raise ModelSpecError(f"sampler must be 'auto', 'nutpie' or 'pymc', got {sampler!r}.")
+    cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
+    with model, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(mass matrix|adaptation|cores).*")
+        kwargs: dict[str, Any] = dict(
+            draws=draws, tune=tune, chains=chains, cores=cores, random_seed=random_seed,
+            progressbar=progressbar, target_accept=target_accept, compute_convergence_checks=False,
+        )
+        kwargs["nuts_sampler"] = sampler  # explicit: PyMC 6 silently prefers nutpie when installed
+        idata = pm.sample(**kwargs)
+    posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
+    stats = idata["sample_stats"].to_dataset() if hasattr(idata["sample_stats"], "to_dataset") else idata["sample_stats"]
+    keep = [v for v in ("diverging", "tree_depth", "n_steps", "energy", "step_size", "lp") if v in stats]
+    stats = stats[keep]
+    posterior.attrs = {}
+    stats.attrs = {"sampler": sampler}
+    return posterior, stats
+
+
+def _flat(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Posterior variables as arrays with a single leading draw axis."""
+    out = {}
+    for name, var in ds.data_vars.items():
+        arr = var.values
+        out[name] = arr.reshape(arr.shape[0] * arr.shape[1], *arr.shape[2:])
+    return out
+
+
+def _unflat(arr: np.ndarray, chains: int) -> np.ndarray:
+    return arr.reshape(chains, arr.shape[0] // chains, *arr.shape[1:])
