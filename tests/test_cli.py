@@ -72,7 +72,7 @@ def test_analyze_an_existing_dataset_without_logp(tmp_path):
                             "--set", "analyze.peak_tune=100", "--set", "analyze.chains=2",
                             "--set", "analyze.compare_null=false"])
     assert rc == 0, err[-2000:]
-    assert "alignment" in out and "fraction of change" in out
+    assert "alignment" in out and "fraction [94% ETI]" in out
     assert (tmp_path / "an" / "analysis.nc").exists() and (tmp_path / "an" / "report" / "report.html").exists()
     a = pb.analyze  # lazily exported
     from phasebayes.analysis import Analysis
