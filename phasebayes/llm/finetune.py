@@ -339,7 +339,7 @@ def _sft_config(cfg: TrainConfig, out: Path, total: int | None) -> Any:
         save_only_model=False,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         packing=False,
         padding_free=False,
         use_cpu=on_cpu,

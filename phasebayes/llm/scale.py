@@ -136,11 +136,13 @@ def run_on_ray(
                             max_restarts=int(scale.max_restarts))(_Actor)
         n_workers = min(int(scale.workers), max(len(todo_sample), len(todo_logp)))
         actors = [remote.remote(worker_args, threads) for _ in range(n_workers)]
-        for kind, todo in (("sample", list(todo_sample)), ("logp", list(todo_logp))):
-            if todo:
-                _drain(ray, actors, kind, todo, cfg.show_progress, on_shard, tqdm)
-        for a in actors:
-            ray.kill(a)
+        try:
+            for kind, todo in (("sample", list(todo_sample)), ("logp", list(todo_logp))):
+                if todo:
+                    _drain(ray, actors, kind, todo, cfg.show_progress, on_shard, tqdm)
+        finally:
+            for a in actors:
+                ray.kill(a, no_restart=True)
     finally:
         if started:
             ray.shutdown()
