@@ -55,6 +55,7 @@ def _same(ds, ref) -> None:
     np.testing.assert_array_equal(ds["logp"].values, ref["logp"].values)
 
 
+@pytest.mark.slow  # the CI test below checks the same equality after a killed driver and a killed worker
 def test_two_ray_workers_give_the_serial_samples_and_logp(run):
     ds = generate(run["root"] / "ckpt", PROMPTS, run["root"] / "ray2", _cfg(), scale=ScaleConfig(workers=2))
     assert ds.sizes["step"] == 5 and int(ds["logp"].notnull().sum()) == (5 * 3 - 2) * 2 * 3
@@ -63,7 +64,9 @@ def test_two_ray_workers_give_the_serial_samples_and_logp(run):
     assert not np.array_equal(ds["logp"].sel(step=4, ref_step=4).values, ds["logp"].sel(step=4, ref_step=3).values)
 
 
+@pytest.mark.slow(ci=True)  # Ray and 3 rounds of worker start-up: about 1-2 min on 2 shared cores
 def test_killed_driver_then_killed_worker_lose_nothing(run, monkeypatch):
+    """Two Ray runs (the first driver dies, a worker of the second is SIGKILLed) equal the serial run."""
     import phasebayes.llm.scale as scale
 
     out = run["root"] / "killed"
