@@ -25,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoints", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--train-steps", type=int, default=16, help="steps of the training run made first (5 checkpoints)")
     args = ap.parse_args()
     import ray
     import torch
@@ -38,7 +39,7 @@ def main() -> None:
         gcfg.show_progress, gcfg.num_threads = False, 1
         ckpt = args.checkpoints
         if ckpt is None:
-            tcfg.show_progress = False
+            tcfg.show_progress, tcfg.max_steps, tcfg.save_every = False, args.train_steps, max(1, args.train_steps // 4)
             ckpt = train(tcfg).output_dir
         runs = {}
         t = time.perf_counter()
