@@ -429,13 +429,24 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
                 _save_step0(model, out)
     state.wait_for_everyone()
 
-    trainer = SFTTrainer(
-        model=model,
-        args=_sft_config(config, out, total),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=[_step_log_callback(log_path, save_at, callback)],
-    )
+    bars = not datasets.are_progress_bars_disabled()
+    if not config.show_progress:
+        datasets.disable_progress_bars()  # the trainer's dataset preparation
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=_sft_config(config, out, total),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[_step_log_callback(log_path, save_at, callback)],
+        )
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    if not config.show_progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints every log row when the progress bar is off
     trainer.train(resume_from_checkpoint=str(out / f"checkpoint-{resume_step}") if resume_step is not None else None)
     model.eval()
     return TrainResult(
