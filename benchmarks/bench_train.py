@@ -5,7 +5,8 @@ Settings: the ``demo`` preset (SmolLM2-135M-Instruct, LoRA r=8 on all linear lay
 loop a careful user would write (and that phasebayes used before it moved to TRL): the same tokenised
 examples and assistant-token mask, AdamW, a constant LR, clipping at 1.0 with the pre-clipping norm
 logged, adapter + optimiser/scheduler/RNG state saved at the same steps. Prints steps/s of each (training
-steps only, model loading excluded, checkpoint saving included), the ratio TRL / loop, and both loss
+steps only; and the whole call: loading, steps, checkpoints, as wall and as CPU time, the latter robust
+when other jobs share the cores), the ratios TRL / loop, and both loss
 curves with the mean loss over the first and the last 6 steps (the data order differs — the loop uses
 its own seeded permutation, TRL the trainer's seeded sampler — so the curves agree only up to the noise
 of which examples fall in which step).
@@ -28,6 +29,7 @@ def hand_loop(tcfg, out: Path) -> tuple[list[float], float, float]:
     """The baseline: a plain PyTorch LoRA loop; returns (loss per step, seconds of the optimiser steps alone,
     seconds of the whole call: model loading, tokenising, steps and checkpoint saving)."""
     t_call = time.perf_counter()
+    cpu_call = time.process_time()
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -75,6 +77,7 @@ def hand_loop(tcfg, out: Path) -> tuple[list[float], float, float]:
             model.save_pretrained(str(d))
             torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
                        d / "training_state.pt")
+    hand_loop.cpu_s = time.process_time() - cpu_call
     return losses, step_s, time.perf_counter() - t_call
 
 
@@ -92,16 +95,20 @@ def main() -> None:
         tcfg, _, _ = preset("demo", Path(tmp) / "trl")
         tcfg.max_steps, tcfg.show_progress = args.steps, False
         loop_losses, loop_s, loop_call = hand_loop(tcfg, Path(tmp) / "loop")
+        cpu0 = time.process_time()
         res = train(tcfg)
+        trl_cpu = time.process_time() - cpu0
         log = read_training_log(tcfg.output_dir)
         trl_s = float(log["seconds"].sum())  # the trainer's optimiser steps (callback timing)
         trl_losses = list(log["loss"])
     n = args.steps
     print(json.dumps({"steps": n, "threads": args.threads,
                       "loop_steps_per_s": round(n / loop_s, 3), "trl_steps_per_s": round(n / trl_s, 3),
-                      "loop_call_s": round(loop_call, 1), "trl_call_s": round(res.seconds, 1)}, indent=1))
+                      "loop_call_s": round(loop_call, 1), "trl_call_s": round(res.seconds, 1),
+                      "loop_call_cpu_s": round(hand_loop.cpu_s, 1), "trl_call_cpu_s": round(trl_cpu, 1)}, indent=1))
     print(f"ratio TRL / hand loop, steps/s of the optimiser steps: {loop_s / trl_s:.2f}")
     print(f"ratio TRL / hand loop, whole call (load + steps + checkpoints): {loop_call / res.seconds:.2f}")
+    print(f"ratio TRL / hand loop, CPU time of the whole call (robust on a loaded machine): {hand_loop.cpu_s / trl_cpu:.2f}")
     k = min(6, n // 2)
     print(f"loss first {k} steps: loop {np.mean(loop_losses[:k]):.3f}  TRL {np.mean(trl_losses[:k]):.3f}")
     print(f"loss last {k} steps:  loop {np.mean(loop_losses[-k:]):.3f}  TRL {np.mean(trl_losses[-k:]):.3f}")
