@@ -19,7 +19,7 @@ Fits (4 chains x 1000 draws after 1000 tuning steps, same sampler for all):
 Prints R-hat (max over every reported quantity), divergences, bulk ESS of tau, ESS/s of tau (wall time
 of the whole fit, compilation included) and the ratio of ESS/s against the hand-written model
 measured in the same run. ``--with-samples`` adds a 100-samples-per-cell default fit (the cost does not
-grow with samples per cell; see also ``bench_scale.py``).
+grow with samples per cell; see also ``bench_changepoint_scale.py``).
 
     .venv/bin/python benchmarks/bench_changepoint.py [--quick] [--sampler nutpie|pymc]
 """

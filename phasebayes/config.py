@@ -39,6 +39,11 @@ Example (``phasebayes run my_run.toml``)::
     [report]
     n_examples = 2
 
+    [scale]                          # optional: the generate stage on Ray (pip install phasebayes[scale])
+    ray_address = "auto"             # omit for a local Ray on this machine
+    workers = 8
+    gpus_per_worker = 1
+
 A ``[train]`` table may instead name existing checkpoints (``checkpoints = "path/to/folder"``) to skip
 training; a ``[run] dataset = "scores.nc"`` (or a CSV tidy table) skips train, generate and judge.
 """
@@ -63,6 +68,7 @@ __all__ = [
     "JudgeSection",
     "AnalyzeSection",
     "ReportSection",
+    "ScaleSection",
     "load_config",
     "config_from_dict",
     "demo_config",
@@ -90,6 +96,12 @@ def _generate_fields() -> dict[str, dataclasses.Field]:
     from .llm.sampling import GenerateConfig
 
     return {f.name: f for f in dataclasses.fields(GenerateConfig) if f.name not in _GENERATE_EXCLUDED}
+
+
+def _scale_fields() -> dict[str, dataclasses.Field]:
+    from .llm.scale import ScaleConfig
+
+    return {f.name: f for f in dataclasses.fields(ScaleConfig)}
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -223,6 +235,18 @@ class ReportSection:
 
 
 @dataclass
+class ScaleSection:
+    """``[scale]``: run the generate stage on Ray actors (keys of :class:`phasebayes.llm.scale.ScaleConfig`:
+    ``ray_address``, ``workers``, ``cpus_per_worker``, ``gpus_per_worker``, ``max_restarts``).
+
+    Without a ``[scale]`` table the generate stage runs in the pipeline's own process. The results are
+    the same either way, so the section is not part of the generate stage's hash.
+    """
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     """A whole run: one section per stage. Build with :func:`load_config`, :func:`config_from_dict` or :func:`demo_config`."""
 
@@ -232,6 +256,7 @@ class RunConfig:
     judge: JudgeSection = field(default_factory=JudgeSection)
     analyze: AnalyzeSection = field(default_factory=AnalyzeSection)
     report: ReportSection = field(default_factory=ReportSection)
+    scale: ScaleSection | None = None
     source: str = "<dict>"
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -258,7 +283,9 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as a TOML-ready dict (sections and their keys; ``options`` flattened)."""
         out: dict[str, Any] = {}
-        for name in ("run", "train", "generate", "judge", "analyze", "report"):
+        for name in ("run", "train", "generate", "judge", "analyze", "report", "scale"):
+            if getattr(self, name) is None:
+                continue
             sec = dataclasses.asdict(getattr(self, name))
             opts = sec.pop("options", {})
             sec.update(opts)
@@ -310,7 +337,7 @@ def _is_rubric_path(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- parsing
 _SECTIONS = {"run": RunSection, "train": TrainSection, "generate": GenerateSection, "judge": JudgeSection,
-             "analyze": AnalyzeSection, "report": ReportSection}
+             "analyze": AnalyzeSection, "report": ReportSection, "scale": ScaleSection}
 
 
 def _unknown(source: str, where: str, key: str, valid: list[str]) -> ConfigError:
@@ -357,6 +384,8 @@ def _parse_section(source: str, name: str, table: Any, base: Path) -> Any:
         extra = _train_fields()
     elif name == "generate":
         extra = _generate_fields()
+    elif name == "scale":
+        extra = _scale_fields()
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in table.items():
@@ -469,6 +498,19 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
         _choice(src, "[report].formats entry", fmt, ("html", "md", "tex"))
     if r.n_examples < 0 or r.max_prompts < 1:
         raise ConfigError(f"{src}: [report].n_examples must be >= 0 and max_prompts >= 1.")
+
+    if cfg.scale is not None:
+        import importlib.util
+
+        from .llm.scale import ScaleConfig
+
+        try:
+            ScaleConfig(**cfg.scale.options).validate()
+        except ConfigError as err:
+            raise ConfigError(f"{src}: {err}") from None
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(f"{src}: [scale] runs the generate stage on Ray, which is not installed: "
+                              "pip install 'phasebayes[scale]', or remove the [scale] table.")
 
     g = cfg.generate
     if g.n_prompts < 0:

@@ -233,8 +233,13 @@ class Pipeline:
         t0 = time.perf_counter()
         self.log(f"generate: {len(prompts)} prompts x {opts.get('n_samples', 4)} samples per checkpoint, with log-probabilities")
         with _cli_hint("generate"):  # samples made with other settings are discarded only with --force generate
+            scale = None
+            if c.scale is not None:  # the same shards, written by Ray actors
+                from .llm.scale import ScaleConfig
+
+                scale = ScaleConfig(**c.scale.options)
             ds = generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts),
-                          base_model=self.base_model, overwrite="generate" in self.force)
+                          base_model=self.base_model, overwrite="generate" in self.force, scale=scale)
         if ds is not None and "weight_step" not in ds.dims and ds.attrs.get("checkpoint_kind") == "lora":
             from .dataset import save_run
             from .readers.weights import lora_weight_signals

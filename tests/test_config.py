@@ -94,6 +94,19 @@ def test_good_config_loads_and_round_trips(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+def test_scale_section_round_trips_and_leaves_the_generate_hash_alone(tmp_path):
+    from phasebayes.pipeline import Pipeline
+
+    plain = load_config(write(tmp_path, GOOD))
+    scaled = load_config(write(tmp_path, GOOD + '\n[scale]\nray_address = "auto"\nworkers = 3\ngpus_per_worker = 1\n', "s.toml"))
+    assert plain.scale is None and "scale" not in plain.to_dict()
+    assert scaled.scale.options == {"ray_address": "auto", "workers": 3, "gpus_per_worker": 1.0}
+    again = load_config(write(tmp_path, scaled.to_toml(), "again.toml"))
+    assert again.to_dict() == scaled.to_dict()
+    # the same samples either way: adding [scale] does not make a finished generate stage stale
+    assert Pipeline(plain).stage_keys()["generate"] == Pipeline(scaled).stage_keys()["generate"]
+
+
 @pytest.mark.parametrize("edit, match", [
     (("[analyze]", "[analyze]\ndraw = 5"), r"unknown key 'draw' in \[analyze\]\. Did you mean 'draws'"),
     (("[train]", "[train]\nlearning_rat = 0.1"), r"unknown key 'learning_rat' in \[train\].*learning_rate"),
@@ -111,6 +124,8 @@ def test_good_config_loads_and_round_trips(tmp_path):
     (("logp_window = 1", "logp_window = 1\ntop_p = 0.9"), r"top_p=0.9 truncates"),
     (("max_steps = 8", "max_steps = 0"), r"max_steps must be >= 1"),
     (("n_examples = 1", "n_examples = 1\nformats = [\"pdf\"]"), r"formats entry = 'pdf' is not allowed"),
+    (("[report]", "[scale]\nworkers = 0\n[report]"), r"\[scale\]\.workers must be >= 1"),
+    (("[report]", "[scale]\nworker = 2\n[report]"), r"unknown key 'worker' in \[scale\]\. Did you mean 'workers'"),
 ])
 def test_bad_config_is_rejected_with_a_clear_message(tmp_path, edit, match):
     old, new = edit

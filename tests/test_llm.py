@@ -138,6 +138,35 @@ def test_train_resume_matches_uninterrupted_run(tiny, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_trainer_logs_assistant_only_loss_preclip_norm_and_lr(tiny, tmp_path):
+    """Step 1 on the whole set: the logged loss is the base model's mean cross-entropy over assistant tokens
+    only; the logged gradient norm is the pre-clipping one; the logged lr is the one the step used."""
+    out = tmp_path / "one"
+    res = train(_train_cfg(tiny["base"], tiny["data"], out, max_steps=4, batch_size=len(QUESTIONS), lora_dropout=0.0,
+                           max_grad_norm=1e-3, lr_schedule="linear", save_every=0))
+    model, tok = load_base_model(tiny["base"])
+    total, count = 0.0, 0
+    for conv in read_chat_jsonl(tiny["data"]):
+        ex = tokenize_conversation(tok, conv)
+        ids = torch.tensor([ex.input_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+        m = torch.tensor(ex.loss_mask[1:], dtype=torch.bool)
+        total -= float(logp[torch.arange(len(m)), ids[0, 1:]][m].sum())
+        count += int(m.sum())
+    log = res.log
+    np.testing.assert_allclose(log["loss"].iloc[0], total / count, rtol=1e-5)
+    assert (log["grad_norm"] > 100 * 1e-3).all()  # a post-clipping norm would be 1e-3
+    np.testing.assert_allclose(log["learning_rate"], [1e-2, 0.75e-2, 0.5e-2, 0.25e-2], rtol=1e-9)
+    assert res.checkpoint_steps == [0, 4]
+    ck = out / "checkpoint-4"
+    assert all((ck / f).exists() for f in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"))
+    hist = [h for h in json.loads((ck / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["step"] for h in hist] == [1, 2, 3, 4]
+    np.testing.assert_allclose([h["grad_norm"] for h in hist], log["grad_norm"], rtol=1e-12)
+    np.testing.assert_allclose([h["loss"] for h in hist], log["loss"], rtol=1e-12)
+
+
 def test_train_refuses_changed_config_on_resume(tiny, tmp_path):
     out = tmp_path / "run"
     train(_train_cfg(tiny["base"], tiny["data"], out, max_steps=2))

@@ -96,17 +96,22 @@ class JudgeCache:
         return self.get_many([key]).get(key)
 
     def put(self, key: str, judgement: Judgement, *, judge_id: str, rubric_version: str, replicate: int) -> bool:
-        """Store a judgement durably if it is cacheable; returns whether it was stored."""
+        """Store a judgement durably if it is cacheable and the key is new; returns whether it was stored.
+
+        The first judgement stored for a key wins: when several processes judge the same run at once,
+        a later one does not overwrite it (callers use :meth:`get` to adopt the stored one, so every
+        process reports the judgement the cache holds).
+        """
         if not judgement.cacheable:
             return False
         score = None if judgement.status != "ok" or not math.isfinite(judgement.score) else float(judgement.score)
         with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO judgements VALUES (?,?,?,?,?,?,?,?,?)",
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO judgements VALUES (?,?,?,?,?,?,?,?,?)",
                 (key, judge_id, rubric_version, int(replicate), score, judgement.status,
                  judgement.reason[:2000], judgement.raw[:2000], time.time()),
             )
-        return True
+        return cur.rowcount == 1
 
     def __len__(self) -> int:
         with self._lock:

@@ -26,6 +26,7 @@ Order parameters already in the dataset and not re-judged are kept; re-judged on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -114,8 +115,10 @@ def judge_texts(
 
         def on_result(j: int, judgement: Judgement) -> None:
             key = todo_keys[j]
-            store.put(key, judgement, judge_id=judge.judge_id, rubric_version=rubric.version,
-                      replicate=todo_items[j].replicate)
+            stored = store.put(key, judgement, judge_id=judge.judge_id, rubric_version=rubric.version,
+                               replicate=todo_items[j].replicate)
+            if not stored and judgement.cacheable:  # another process stored this item first: use its judgement
+                judgement = dataclasses.replace(store.get(key) or judgement, calls=judgement.calls)
             for i in todo_index[key]:
                 out[i] = judgement
 

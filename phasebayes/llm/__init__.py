@@ -1,6 +1,6 @@
 """The LLM stage: fine-tune → checkpoints → samples → cross-checkpoint log-probabilities.
 
-Needs the ``llm`` extra (torch, transformers, peft, gguf). Importing this package does not import
+Needs the ``llm`` extra (torch, transformers, peft, trl, accelerate, gguf); Ray for ``scale``. Importing this package does not import
 torch; the functions do, when called.
 
 Typical use::
@@ -13,10 +13,10 @@ Typical use::
     # ds: the run dataset (response, n_tokens, stop_reason, token_ids, logp, training log), saved as run.nc
 
 Modules: :mod:`.base_model` (base model access, the embedded SmolLM2), :mod:`.chat_data` (JSONL chat
-data, prompt sets, chat template, assistant-token masks), :mod:`.finetune` (LoRA/full SFT loop: :func:`train`),
+data, prompt sets, chat template, assistant-token masks), :mod:`.finetune` (LoRA/full SFT on TRL's SFTTrainer: :func:`train`),
 :mod:`.checkpoints` (discovery and adapter hot-swap), :mod:`.logprob` (teacher forcing),
 :mod:`.prefix_logp` (log-probabilities of fixed-length answer prefixes, ``logp_prefix``),
-:mod:`.sampling` (:func:`generate`: sampling, logp shards, consolidation), :mod:`.testing` (a tiny in-process model),
+:mod:`.sampling` (:func:`generate`: sampling, logp shards, consolidation), :mod:`.scale` (the generate stage on Ray actors: :class:`ScaleConfig`), :mod:`.testing` (a tiny in-process model),
 :mod:`.presets` (demo-sized settings: ``preset("demo")``, ``preset("quick")``).
 """
 
@@ -26,6 +26,7 @@ from .base_model import DEFAULT_BASE_MODEL, ensure_default_model, load_base_mode
 from .chat_data import prompt_token_ids, read_chat_jsonl, read_prompts, tokenize_conversation
 from .checkpoints import Checkpoint, CheckpointSwitcher, find_checkpoints
 from .sampling import GenerateConfig, consolidate, generate
+from .scale import ScaleConfig
 from .logprob import prefix_logprobs, sequence_logprobs, token_logprobs
 from .testing import build_tiny_model
 from .finetune import TrainConfig, TrainResult, read_training_log, train
@@ -47,6 +48,7 @@ __all__ = [
     "GenerateConfig",
     "generate",
     "consolidate",
+    "ScaleConfig",
     "sequence_logprobs",
     "token_logprobs",
     "prefix_logprobs",

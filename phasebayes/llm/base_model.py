@@ -185,6 +185,23 @@ def prepare_tokenizer(tok: Any) -> Any:
     return tok
 
 
+def _drop_gguf_marker(model: Any) -> None:
+    """Forget a ``quant_method = "gguf"`` marker of a model whose weights were dequantised to floats on
+    conversion (older conversions kept it), so that the trainer accepts the model as a plain one."""
+    qc = getattr(model.config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if qc is not None and str(getattr(method, "value", method)).lower() == "gguf":
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
+            quantizer.remove_quantization_config(model)
+        else:
+            del model.config.quantization_config
+            model.hf_quantizer = None
+        for module in model.modules():
+            if hasattr(getattr(module, "config", None), "_is_quantized"):
+                module.config._is_quantized = False
+
+
 def load_base_model(
     base_model: str | os.PathLike | None = None,
     *,
@@ -205,6 +222,7 @@ def load_base_model(
     if not isinstance(torch_dtype, torch.dtype):
         raise ConfigError(f"unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'.")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+    _drop_gguf_marker(model)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval()
     return model, load_tokenizer(path)

@@ -1,16 +1,21 @@
-"""Supervised fine-tuning (LoRA by default, full fine-tuning as an option) with checkpoints and a step log.
+"""Supervised fine-tuning (LoRA by default, full fine-tuning as an option) on TRL's ``SFTTrainer``.
 
-A plain PyTorch loop (no HF Trainer) so that every detail that matters for the analysis is explicit:
+:func:`train` turns a :class:`TrainConfig` into a ``trl.SFTConfig`` and runs ``trl.SFTTrainer``
+(``transformers.Trainer`` underneath, so Accelerate's DDP / FSDP / DeepSpeed work with ``accelerate
+launch``; see ``docs/scale.md``):
 
-- loss on assistant tokens only (mean token cross-entropy over the assistant tokens of the step's batch),
-- the **pre-clipping global gradient L2 norm**, the loss and the learning rate logged per optimiser step,
-  appended to ``train_log.jsonl`` as training goes (one JSON object per line),
+- loss on assistant tokens only (the conversations are tokenised here with an assistant-token mask,
+  which the trainer turns into labels; mean token cross-entropy over the assistant tokens of the
+  accumulated batch),
+- the **pre-clipping global gradient L2 norm**, the loss and the learning rate logged every optimiser
+  step: by the trainer into ``trainer_state.json`` (``log_history``) and by a callback into
+  ``train_log.jsonl`` (one JSON object per line, written as training goes),
 - checkpoints ``checkpoint-{step}/`` every ``save_every`` steps, at the chosen early steps, at step 0
-  (the untrained adapter = the base model) and at the last step; each holds the adapter (or full
-  weights) plus ``training_state.pt`` (optimiser, scheduler and RNG state),
-- resumable: rerunning with the same config continues from the last checkpoint and gives the same
-  result as an uninterrupted run (the data order is a function of ``seed`` and the epoch only),
-- seeded, with a tqdm progress bar.
+  (the untrained adapter = the base model; weights only) and at the last step; each (except step 0)
+  holds the adapter (or full weights), optimiser, scheduler and RNG state and ``trainer_state.json``,
+- resumable: rerunning with the same config continues from the last complete checkpoint and gives the
+  same result as an uninterrupted run,
+- seeded, with the trainer's progress bar.
 
 Entry point: :func:`train` with a :class:`TrainConfig`.
 """
@@ -28,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, OutputExistsError
@@ -37,7 +41,7 @@ from ..storage import atomic_write_text
 __all__ = ["TrainConfig", "TrainResult", "train", "read_training_log", "TRAIN_LOG_NAME"]
 
 TRAIN_LOG_NAME = "train_log.jsonl"
-_STATE_NAME = "training_state.pt"
+_STATE_NAME = "trainer_state.json"  # written last by the trainer: a checkpoint with it is complete
 _CONFIG_NAME = "train_config.json"
 # fields that may change between an interrupted run and its resumption without changing the result
 _RESUME_FREE = {"resume", "overwrite", "num_threads", "show_progress", "device"}
@@ -66,7 +70,7 @@ class TrainConfig:
     lr_schedule
         ``"constant"``, ``"linear"`` (linear decay to 0 at the last step) or ``"cosine"``; all after warm-up.
     warmup_steps
-        Optimiser steps of linear warm-up from 0 to ``learning_rate``.
+        Optimiser steps of linear warm-up from 0 to ``learning_rate`` (the trainer's schedules).
     weight_decay, adam_betas
         AdamW weight decay and betas.
     max_grad_norm
@@ -172,7 +176,8 @@ class TrainResult:
 
     Attributes: ``output_dir``; ``checkpoint_steps`` (saved steps, increasing); ``total_steps``;
     ``resumed_from`` (step the run continued from, or None); ``log`` (one row per optimiser step:
-    step, loss, grad_norm, learning_rate, n_loss_tokens (assistant tokens in the step), seconds); ``seconds`` (wall time of this call).
+    step, loss, grad_norm (pre-clipping), learning_rate (used by the step), seconds); ``seconds``
+    (wall time of this call).
     """
 
     output_dir: Path
@@ -206,112 +211,33 @@ def read_training_log(path: str | os.PathLike) -> pd.DataFrame:
     return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
 
+
 # ----------------------------------------------------------------------------------------------------------
-def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    warm = int(cfg.warmup_steps)
-
-    def f(i: int) -> float:  # i = optimiser steps taken so far (0-based)
-        if warm and i < warm:
-            return (i + 1) / (warm + 1)
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        span = max(1, total - warm)
-        frac = min(1.0, (i - warm) / span)
-        if cfg.lr_schedule == "linear":
-            return 1.0 - frac
-        return 0.5 * (1.0 + math.cos(math.pi * frac))
-
-    return f
+_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
-def _batch_indices(n: int, step: int, per_step: int, steps_per_epoch: int, seed: int, shuffle: bool) -> list[int]:
-    """Example indices of optimiser step ``step`` (1-based); a pure function of (seed, epoch, position)."""
-    epoch, pos = divmod(step - 1, steps_per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    return [int(i) for i in order[pos * per_step : (pos + 1) * per_step]]
-
-
-def _collate(examples: list, pad_id: int, device: Any) -> tuple[Any, Any, Any]:
-    import torch
-
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(examples), width), dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.bool)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        att[i, :n] = 1
-        mask[i, :n] = torch.tensor(e.loss_mask, dtype=torch.bool)
-    return ids.to(device), att.to(device), mask.to(device)
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _complete(ckpt: Path) -> bool:
+    """A checkpoint folder with weights, and (after step 0) the trainer state written last by the trainer."""
+    has_weights = any((ckpt / n).exists() for n in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json"))
+    return has_weights and (ckpt.name == "checkpoint-0" or (ckpt / _STATE_NAME).exists())
 
 
 def _existing_checkpoints(out: Path) -> list[int]:
     steps = []
     for p in out.glob("checkpoint-*"):
-        if p.is_dir() and p.name.split("-", 1)[1].isdigit() and (p / _STATE_NAME).exists():
+        if p.is_dir() and p.name.split("-", 1)[1].isdigit() and _complete(p):
             steps.append(int(p.name.split("-", 1)[1]))
     return sorted(steps)
 
 
-def _save_checkpoint(model: Any, cfg: TrainConfig, out: Path, step: int, optimizer: Any, scheduler: Any) -> None:
-    """Write ``checkpoint-{step}`` atomically (temporary folder, then rename)."""
-    import torch
-
-    final = out / f"checkpoint-{step}"
-    tmp = out / f".checkpoint-{step}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    if cfg.method == "lora":
-        model.save_pretrained(str(tmp))
-    else:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        # tied weights share storage; keep one copy (the loader ties them again)
-        if getattr(model.config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(str(tmp))
-    torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-        tmp / _STATE_NAME,
-    )
-    if final.exists():
-        shutil.rmtree(final)
+def _save_step0(model: Any, out: Path) -> None:
+    """Write the untrained weights as ``checkpoint-0`` atomically (temporary folder, then rename)."""
+    final = out / "checkpoint-0"
+    tmp = out / f".checkpoint-0.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-
-
-def _load_trainable_state(model: Any, cfg: TrainConfig, ckpt: Path) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-    if cfg.method == "lora":
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
-    else:
-        with torch.no_grad():
-            model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
-            model.tie_weights()
 
 
 def _prepare_output(cfg: TrainConfig) -> tuple[Path, int | None]:
@@ -341,13 +267,90 @@ def _prepare_output(cfg: TrainConfig) -> tuple[Path, int | None]:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".checkpoint-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for p in out.glob("checkpoint-*"):  # a checkpoint the trainer did not finish writing
+        if p.is_dir() and p.name != "checkpoint-0" and not _complete(p):
+            shutil.rmtree(p, ignore_errors=True)
     atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str), overwrite=True)
-    done = _existing_checkpoints(out)
+    done = [s for s in _existing_checkpoints(out) if s > 0]
     return out, (done[-1] if done else None)
 
 
+def _step_log_callback(log_path: Path, save_at: set[int], user: Callable[[int, dict[str, float]], None] | None) -> Any:
+    """A ``TrainerCallback`` that asks for the project's checkpoint steps and appends ``train_log.jsonl`` rows."""
+    from transformers import TrainerCallback
+
+    class StepLog(TrainerCallback):
+        t0 = 0.0
+        seconds = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.seconds = time.perf_counter() - self.t0
+            if state.global_step in save_at:
+                control.should_save = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
+                return
+            record = {
+                "step": int(state.global_step),
+                "loss": float(logs["loss"]),
+                "grad_norm": float(logs.get("grad_norm", float("nan"))),
+                "learning_rate": float(logs["learning_rate"]),
+                "seconds": self.seconds,
+            }
+            with log_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if user is not None:
+                user(record["step"], record)
+
+    return StepLog()
+
+
+def _sft_config(cfg: TrainConfig, out: Path, total: int | None) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    on_cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
+    return SFTConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=int(cfg.batch_size),
+        gradient_accumulation_steps=int(cfg.gradient_accumulation_steps),
+        learning_rate=float(cfg.learning_rate),
+        lr_scheduler_type=_SCHEDULES[cfg.lr_schedule],
+        warmup_steps=int(cfg.warmup_steps),
+        weight_decay=float(cfg.weight_decay),
+        adam_beta1=float(cfg.adam_betas[0]),
+        adam_beta2=float(cfg.adam_betas[1]),
+        optim="adamw_torch",
+        max_grad_norm=float(cfg.max_grad_norm) if cfg.max_grad_norm is not None else 0.0,  # 0: no clipping, norm still logged
+        num_train_epochs=float(cfg.epochs),
+        max_steps=int(total) if cfg.max_steps is not None else -1,
+        max_length=int(cfg.max_length),
+        train_sampling_strategy="random" if cfg.shuffle else "sequential",
+        seed=int(cfg.seed),
+        data_seed=int(cfg.seed),
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=10**9,  # the callback asks for the project's checkpoint steps
+        save_only_model=False,
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,
+        packing=False,
+        padding_free=False,
+        use_cpu=on_cpu,
+        report_to="none",
+        disable_tqdm=not cfg.show_progress,
+        dataloader_num_workers=0,
+    )
+
+
 def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Fine-tune a base model on a chat dataset and write checkpoints plus the per-step log.
+    """Fine-tune a base model on a chat dataset with TRL's ``SFTTrainer``; write checkpoints and the step log.
 
     Parameters
     ----------
@@ -361,11 +364,15 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
     -------
     TrainResult with the saved checkpoint steps and the full training log.
 
-    Cost: one forward+backward per micro-batch; on 2 CPU cores and SmolLM2-135M with LoRA about
-    0.5 s per step at 4 × 20 tokens and about 6 s at 4 × 256 tokens.
+    Runs as one process, or as one of many under ``accelerate launch`` (DDP, FSDP, DeepSpeed; only the
+    main process writes ``train_config.json``, ``checkpoint-0`` and ``train_log.jsonl``). Cost: one
+    forward+backward per micro-batch; on 2 CPU cores and SmolLM2-135M with LoRA about 0.5 s per step at
+    4 × 20 tokens and about 6 s at 4 × 256 tokens.
     """
+    import datasets
     import torch
-    from tqdm.auto import tqdm
+    from accelerate import PartialState
+    from trl import SFTTrainer
 
     from .base_model import load_base_model
     from .chat_data import read_chat_jsonl, tokenize_dataset
@@ -374,15 +381,22 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
     t_start = time.perf_counter()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
-    out, resume_step = _prepare_output(config)
+    state = PartialState()
+    if state.is_main_process:
+        out, resume_step = _prepare_output(config)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        out = Path(config.output_dir)
+        done = [s for s in _existing_checkpoints(out) if s > 0]
+        resume_step = done[-1] if done else None
 
     conversations = read_chat_jsonl(config.data)
-    torch.manual_seed(config.seed)
     model, tokenizer = load_base_model(config.base_model, dtype=config.dtype, device=config.device)
-    device = next(model.parameters()).device
     examples = tokenize_dataset(tokenizer, conversations, max_length=config.max_length)
-
-    per_step = config.batch_size * config.gradient_accumulation_steps
+    dataset = datasets.Dataset.from_dict(
+        {"input_ids": [e.input_ids for e in examples], "assistant_masks": [e.loss_mask for e in examples]}
+    )
+    per_step = config.batch_size * config.gradient_accumulation_steps * state.num_processes
     steps_per_epoch = math.ceil(len(examples) / per_step)
     total = int(config.max_steps) if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
 
@@ -391,92 +405,55 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
         from peft import LoraConfig, get_peft_model
 
         targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
-        lcfg = LoraConfig(
+        model = get_peft_model(model, LoraConfig(
             r=int(config.lora_rank),
             lora_alpha=float(config.lora_alpha),
             lora_dropout=float(config.lora_dropout),
             target_modules=targets,
             bias="none",
             task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lcfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
-
-    save_at = {s for s in config.save_steps if 0 < int(s) <= total} | {total}
+        ))
+    save_at = {int(s) for s in config.save_steps if 0 < int(s) <= total} | {total}
     if config.save_every:
         save_at |= set(range(config.save_every, total + 1, config.save_every))
     log_path = out / TRAIN_LOG_NAME
-    start = 0
-    if resume_step is not None:
-        ckpt = out / f"checkpoint-{resume_step}"
-        _load_trainable_state(model, config, ckpt)
-        state = torch.load(ckpt / _STATE_NAME, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
-        # keep the log rows up to the checkpoint; the steps after it are recomputed
-        kept = read_training_log(log_path) if log_path.exists() else pd.DataFrame()
-        if len(kept):
-            kept = kept[kept["step"] <= start]
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept.to_dict("records")), overwrite=True)
-    else:
-        if log_path.exists():
-            log_path.unlink()
-        if config.save_step0:
-            _save_checkpoint(model, config, out, 0, optimizer, scheduler)
+    if state.is_main_process:
+        if resume_step is not None:  # keep the log rows up to the checkpoint; the steps after it are recomputed
+            kept = read_training_log(log_path) if log_path.exists() else pd.DataFrame()
+            if len(kept):
+                kept = kept[kept["step"] <= resume_step]
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept.to_dict("records")), overwrite=True)
+        else:
+            log_path.unlink(missing_ok=True)
+            if config.save_step0:
+                _save_step0(model, out)
+    state.wait_for_everyone()
 
-    model.train()
-    pad_id = tokenizer.pad_token_id
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not config.show_progress, leave=False)
+    bars = not datasets.are_progress_bars_disabled()
+    if not config.show_progress:
+        datasets.disable_progress_bars()  # the trainer's dataset preparation
     try:
-        with log_path.open("a", encoding="utf-8") as log_fh:
-            for step in range(start + 1, total + 1):
-                t0 = time.perf_counter()
-                idx = _batch_indices(len(examples), step, per_step, steps_per_epoch, config.seed, config.shuffle)
-                micro = [idx[i : i + config.batch_size] for i in range(0, len(idx), config.batch_size)]
-                n_tok = sum(sum(examples[i].loss_mask[1:]) for i in idx)
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for mb in micro:
-                    ids, att, mask = _collate([examples[i] for i in mb], pad_id, device)
-                    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-                    target = ids[:, 1:]
-                    m = mask[:, 1:]
-                    tok_loss = torch.nn.functional.cross_entropy(logits[m], target[m], reduction="sum")
-                    (tok_loss / max(n_tok, 1)).backward()
-                    loss_sum += float(tok_loss.detach())
-                max_norm = float(config.max_grad_norm) if config.max_grad_norm is not None else float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-                lr = float(scheduler.get_last_lr()[0])
-                optimizer.step()
-                scheduler.step()
-                record = {
-                    "step": step,
-                    "loss": loss_sum / max(n_tok, 1),
-                    "grad_norm": grad_norm,
-                    "learning_rate": lr,
-                    "n_loss_tokens": int(n_tok),
-                    "seconds": time.perf_counter() - t0,
-                }
-                log_fh.write(json.dumps(record) + "\n")
-                log_fh.flush()
-                if step in save_at:
-                    _save_checkpoint(model, config, out, step, optimizer, scheduler)
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", gnorm=f"{grad_norm:.2f}")
-                if callback is not None:
-                    callback(step, record)
+        trainer = SFTTrainer(
+            model=model,
+            args=_sft_config(config, out, total),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[_step_log_callback(log_path, save_at, callback)],
+        )
     finally:
-        bar.close()
+        if bars:
+            datasets.enable_progress_bars()
+    if not config.show_progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints every log row when the progress bar is off
+    trainer.train(resume_from_checkpoint=str(out / f"checkpoint-{resume_step}") if resume_step is not None else None)
     model.eval()
     return TrainResult(
         output_dir=out,
         checkpoint_steps=_existing_checkpoints(out),
         total_steps=total,
         resumed_from=resume_step,
-        log=read_training_log(log_path),
+        log=read_training_log(log_path) if log_path.exists() else pd.DataFrame(),
         seconds=time.perf_counter() - t_start,
     )

@@ -284,6 +284,94 @@ def _clean_generation_config(model: Any, tokenizer: Any) -> list[int]:
     return eos
 
 
+
+def _sample_path(out: Path, step: int) -> Path:
+    return out / "samples" / f"step-{step:08d}.json"
+
+
+def _logp_path(out: Path, step: int) -> Path:
+    return out / "logp" / f"ref-{step:08d}.npz"
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+class ShardWorker:
+    """One loaded base model that writes the sample and logp shards of given checkpoints into ``output_dir``.
+
+    The serial :func:`generate` uses one; with a ``[scale]`` section every Ray actor owns one
+    (:mod:`phasebayes.llm.scale`). A shard depends only on the settings and its checkpoint step (seeds
+    are per step), so which worker writes it does not change it.
+    """
+
+    def __init__(self, base_path: str, checkpoints: list[Checkpoint], prompts: list[dict[str, str]],
+                 config: GenerateConfig, output_dir: str | os.PathLike) -> None:
+        from .base_model import load_base_model
+        from .chat_data import prompt_token_ids
+
+        self.cfg, self.prompts, self.out = config, prompts, Path(output_dir)
+        self.steps = [c.step for c in checkpoints]
+        self.model, self.tokenizer = load_base_model(base_path, dtype=config.dtype, device=config.device)
+        self.eos_ids = _clean_generation_config(self.model, self.tokenizer)
+        self.switcher = CheckpointSwitcher(self.model, checkpoints)
+        self.p_ids = [prompt_token_ids(self.tokenizer, p["text"], system_prompt=config.system_prompt) for p in prompts]
+        self._shards: dict[int, dict[str, Any]] = {}
+
+    def window(self, step: int) -> list[int]:
+        """The checkpoint steps whose samples are scored under ``step`` (±K grid positions)."""
+        K = len(self.steps) if self.cfg.logp_window is None else int(self.cfg.logp_window)
+        r = self.steps.index(step)
+        return self.steps[max(0, r - K) : r + K + 1]
+
+    def n_scored(self, step: int) -> int:
+        """Sequences scored for reference checkpoint ``step``."""
+        return len(self.window(step)) * len(self.prompts) * self.cfg.n_samples
+
+    def sample(self, step: int, bar: Any = None) -> int:
+        """Sample checkpoint ``step`` and write its shard atomically; returns the number of samples."""
+        t0 = time.perf_counter()
+        m = self.switcher.activate(step)
+        rec = _sample_checkpoint(m, self.tokenizer, self.p_ids, self.cfg, step, self.eos_ids, bar or _NoBar())
+        rec["prompts"] = [p["id"] for p in self.prompts]
+        rec["eos_token_ids"] = self.eos_ids
+        rec["seconds"] = time.perf_counter() - t0
+        atomic_write_text(_sample_path(self.out, step), json.dumps(rec), overwrite=True)
+        return len(self.prompts) * self.cfg.n_samples
+
+    def score(self, step: int) -> int:
+        """Score the samples of the window around ``step`` under checkpoint ``step``; write its logp shard."""
+        from .logprob import token_logprobs
+
+        window = self.window(step)
+        for w in window:
+            if w not in self._shards:
+                self._shards[w] = json.loads(_sample_path(self.out, w).read_text())
+        m = self.switcher.activate(step)
+        prompts_flat, resp_flat = [], []
+        for w in window:
+            for p in range(len(self.prompts)):
+                for n in range(self.cfg.n_samples):
+                    prompts_flat.append(self.p_ids[p])
+                    resp_flat.append(self._shards[w]["token_ids"][p][n])
+        per_token = token_logprobs(
+            m,
+            prompts_flat,
+            resp_flat,
+            temperature=self.cfg.temperature,
+            pad_token_id=int(self.tokenizer.pad_token_id),
+            batch_size=self.cfg.logp_batch_size,
+            max_batch_tokens=self.cfg.max_batch_tokens,
+        )
+        lp = np.array([float(t.sum()) for t in per_token], dtype=np.float64)  # = sequence_logprobs
+        shape = (len(window), len(self.prompts), self.cfg.n_samples)
+        prefixes = prefix_lengths(self.cfg.logp_prefix_tokens, self.cfg.logp)
+        _save_npz(_logp_path(self.out, step), steps=np.array(window, dtype=np.int64), logp=lp.reshape(shape),
+                  **prefix_shard_arrays(per_token, prefixes, shape))
+        return len(resp_flat)
+
+
 def generate(
     checkpoints: str | os.PathLike | Sequence[Checkpoint],
     prompts: str | os.PathLike | Sequence[dict[str, str]],
@@ -294,6 +382,7 @@ def generate(
     steps: Sequence[int] | None = None,
     training_log: pd.DataFrame | str | os.PathLike | None = None,
     overwrite: bool = False,
+    scale: Any = None,
 ) -> xr.Dataset:
     """Sample every checkpoint, score the samples under neighbouring checkpoints, build the run dataset.
 
@@ -318,6 +407,9 @@ def generate(
         checkpoint folder when present; it becomes the ``train_step`` variables.
     overwrite
         Discard existing shards made with different settings instead of raising :class:`ConfigError`.
+    scale
+        A :class:`~phasebayes.llm.scale.ScaleConfig` to spread the shards over Ray actors (each owning
+        one model); ``None`` (default) runs everything in this process. Same shards either way.
 
     Returns
     -------
@@ -331,9 +423,6 @@ def generate(
     """
     import torch
     from tqdm.auto import tqdm
-
-    from .base_model import load_base_model
-    from .chat_data import prompt_token_ids
 
     cfg = config or GenerateConfig()
     cfg.validate()
@@ -380,65 +469,33 @@ def generate(
     atomic_write_text(man, json.dumps(fp, indent=1, default=str), overwrite=True)
 
     step_list = [c.step for c in ckpts]
-    sample_path = {s: out / "samples" / f"step-{s:08d}.json" for s in step_list}
-    logp_path = {s: out / "logp" / f"ref-{s:08d}.npz" for s in step_list}
-    todo_gen = [s for s in step_list if not sample_path[s].exists()]
-    K = len(step_list) if cfg.logp_window is None else int(cfg.logp_window)
+    todo_gen = [s for s in step_list if not _sample_path(out, s).exists()]
     prefixes = prefix_lengths(cfg.logp_prefix_tokens, cfg.logp)
-    todo_logp = [s for s in step_list if cfg.logp and (not logp_path[s].exists() or shard_lacks_prefixes(logp_path[s], prefixes))]
+    todo_logp = [s for s in step_list
+                 if cfg.logp and (not _logp_path(out, s).exists() or shard_lacks_prefixes(_logp_path(out, s), prefixes))]
 
-    model = tokenizer = switcher = None
+    tokenizer = None
     if todo_gen or todo_logp:
-        model, tokenizer = load_base_model(base_path, dtype=cfg.dtype, device=cfg.device)
-        eos_ids = _clean_generation_config(model, tokenizer)
-        switcher = CheckpointSwitcher(model, ckpts)
-        p_ids = [prompt_token_ids(tokenizer, p["text"], system_prompt=cfg.system_prompt) for p in prompt_list]
+        if scale is not None:
+            from .scale import run_on_ray
 
-        # pass 1: sampling, one shard per checkpoint
-        if todo_gen:
-            bar = tqdm(total=len(todo_gen) * len(prompt_list) * cfg.n_samples, desc="generate", unit="sample", disable=not cfg.show_progress)
-            for s in todo_gen:
-                t0 = time.perf_counter()
-                m = switcher.activate(s)
-                rec = _sample_checkpoint(m, tokenizer, p_ids, cfg, s, eos_ids, bar)
-                rec["prompts"] = [p["id"] for p in prompt_list]
-                rec["eos_token_ids"] = eos_ids
-                rec["seconds"] = time.perf_counter() - t0
-                atomic_write_text(sample_path[s], json.dumps(rec), overwrite=True)
-            bar.close()
-
-        # pass 2: cross-checkpoint log-probabilities, one shard per reference checkpoint
-        if todo_logp:
-            shards = {s: json.loads(sample_path[s].read_text()) for s in step_list}
-            n_seq = sum(min(len(step_list), i + K + 1) - max(0, i - K) for i in range(len(step_list)) if step_list[i] in todo_logp)
-            bar = tqdm(total=n_seq * len(prompt_list) * cfg.n_samples, desc="logp", unit="seq", disable=not cfg.show_progress)
-            for s in todo_logp:
-                r = step_list.index(s)
-                window = step_list[max(0, r - K) : r + K + 1]
-                m = switcher.activate(s)
-                prompts_flat, resp_flat = [], []
-                for w in window:
-                    for p in range(len(prompt_list)):
-                        for n in range(cfg.n_samples):
-                            prompts_flat.append(p_ids[p])
-                            resp_flat.append(shards[w]["token_ids"][p][n])
-                from .logprob import token_logprobs
-
-                per_token = token_logprobs(
-                    m,
-                    prompts_flat,
-                    resp_flat,
-                    temperature=cfg.temperature,
-                    pad_token_id=int(tokenizer.pad_token_id),
-                    batch_size=cfg.logp_batch_size,
-                    max_batch_tokens=cfg.max_batch_tokens,
-                )
-                lp = np.array([float(t.sum()) for t in per_token], dtype=np.float64)  # = sequence_logprobs
-                shape = (len(window), len(prompt_list), cfg.n_samples)
-                _save_npz(logp_path[s], steps=np.array(window, dtype=np.int64), logp=lp.reshape(shape),
-                          **prefix_shard_arrays(per_token, prefixes, shape))
-                bar.update(len(resp_flat))
-            bar.close()
+            run_on_ray(dict(base_path=base_path, checkpoints=ckpts, prompts=prompt_list, config=cfg, output_dir=out),
+                       todo_gen, todo_logp, scale)
+        else:
+            worker = ShardWorker(base_path, ckpts, prompt_list, cfg, out)
+            tokenizer = worker.tokenizer
+            if todo_gen:  # pass 1: sampling, one shard per checkpoint
+                bar = tqdm(total=len(todo_gen) * len(prompt_list) * cfg.n_samples, desc="generate", unit="sample",
+                           disable=not cfg.show_progress)
+                for s in todo_gen:
+                    worker.sample(s, bar)
+                bar.close()
+            if todo_logp:  # pass 2: cross-checkpoint log-probabilities, one shard per reference checkpoint
+                bar = tqdm(total=sum(worker.n_scored(s) for s in todo_logp), desc="logp", unit="seq",
+                           disable=not cfg.show_progress)
+                for s in todo_logp:
+                    bar.update(worker.score(s))
+                bar.close()
 
     log = training_log
     if log is None and ckpt_dir is not None and (ckpt_dir / "train_log.jsonl").exists():

@@ -12,7 +12,7 @@ Each configuration runs in its own process and reports: ``prep s`` (data -> suff
 and ``peak MB`` (peak resident memory of the process, which includes Python + PyMC, ~400 MB).
 The baseline for the samples-per-cell rows is the same model at 10 samples per cell (ratio column).
 
-    .venv/bin/python benchmarks/bench_scale.py [--draws 300] [--quick]
+    .venv/bin/python benchmarks/bench_changepoint_scale.py [--draws 300] [--quick]
 """
 
 from __future__ import annotations
