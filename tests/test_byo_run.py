@@ -81,7 +81,7 @@ def test_community_folder_one_command(tmp_path):
 def test_analyze_garbage_and_foreign_outputs(tmp_path):
     (tmp_path / "garbage.nc").write_bytes(b"this is not netcdf" * 10)
     rc, _, err = run_cli(["analyze", str(tmp_path / "garbage.nc"), "--out", str(tmp_path / "g"), "--quiet"])
-    assert rc == 2 and "garbage.nc: not a readable run dataset" in err and "Traceback" not in err
+    assert rc == 2 and "garbage.nc" in err and "not a readable" in err and "Traceback" not in err
     ds, _ = pb.simulate_run(n_steps=6, n_prompts=2, n_samples=4, order_parameters=["alignment"], seed=0)
     pb.save_run(ds, tmp_path / "scores.nc")
     out = tmp_path / "mine"
@@ -139,7 +139,7 @@ def test_converted_base_model_folder_loses_the_gguf_entry(tmp_path):
     assert drop_quantization_entry(target) is False  # idempotent
 
 
-@pytest.mark.slow(ci=True)
+@pytest.mark.slow  # the counts path is in CI through tests/test_aggregated.py
 def test_counts_table_on_the_command_line(tmp_path):
     """Per-checkpoint counts (k of n) + a W&B export: analysed without per-answer rows or a decomposition."""
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ def study():
     return runs, truth, res
 
 
+@pytest.mark.slow  # several multi-run fits: minutes on 2 cores
 def test_recovers_run_and_population_tau(study):
     runs, truth, res = study
     assert isinstance(res.model, MultiRunChangePointModel)
@@ -40,6 +41,7 @@ def test_recovers_run_and_population_tau(study):
     assert res.n_divergences <= 8
 
 
+@pytest.mark.slow
 def test_lag_to_each_runs_own_peak_and_roundtrip(study, tmp_path):
     runs, truth, res = study
     names = list(runs)
@@ -96,6 +98,7 @@ def _population_coverage(n_studies, seed0, prob=0.9):
     return float(np.mean(hits)), float(np.mean(widths)), len(hits)
 
 
+@pytest.mark.slow
 def test_population_tau_calibration_reduced():
     """90% HDI of the population tau over 8 simulated population transitions (4 studies x 2 order parameters)."""
     cov, width, n = _population_coverage(4, seed0=50)

@@ -56,7 +56,7 @@ def test_prepare_and_auto_choice():
     np.testing.assert_array_equal(m.n_cat, [5, 0, 10])
 
 
-@pytest.mark.parametrize("transition", ["sigmoid", "step"])
+@pytest.mark.parametrize("transition", [pytest.param("sigmoid", marks=pytest.mark.slow), "step"])
 def test_ordinal_recovery(transition):
     taus = {"likert": 350.0, "ten": 650.0}
     ds, truth = pb.simulate_run(n_steps=16, n_prompts=4, n_samples=25, order_parameters=list(taus),

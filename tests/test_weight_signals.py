@@ -84,7 +84,7 @@ def test_bf16_and_malformed_files(tmp_path):
         lora_weight_signals(d)
 
 
-@pytest.mark.slow(ci=True)
+@pytest.mark.slow
 def test_peak_model_fits_the_rotation_signal(tmp_path):
     from phasebayes import GradientPeak
 
