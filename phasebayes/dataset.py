@@ -1,4 +1,4 @@
-"""The run dataset: the contract between every stage (DESIGN.md §3).
+"""The run dataset: the contract between every stage (layout: ``docs/storage.md``).
 
 One :class:`xarray.Dataset` per fine-tuning run, with dims ``order_parameter × step × prompt × sample``
 for judged scores, ``step × prompt × sample × ref_step`` for log-probabilities and ``train_step`` for
@@ -141,7 +141,7 @@ def from_dataframe(
 
     Returns
     -------
-    xarray.Dataset following DESIGN.md §3. Missing (step, prompt, sample, order_parameter) cells are
+    xarray.Dataset of the run-dataset contract (``docs/storage.md``). Missing (step, prompt, sample, order_parameter) cells are
     NaN with status ``"missing"``; nothing is imputed.
     """
     if not isinstance(scores, pd.DataFrame):

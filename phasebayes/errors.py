@@ -12,7 +12,7 @@ class PhasebayesError(Exception):
 
 
 class RunDataError(PhasebayesError, ValueError):
-    """The run dataset (or the table it is built from) breaks the contract of DESIGN.md §3."""
+    """The run dataset (or the table it is built from) breaks the run-dataset contract (``docs/storage.md``)."""
 
 
 class ModelSpecError(PhasebayesError, ValueError):

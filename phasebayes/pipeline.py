@@ -7,7 +7,7 @@ Run folder layout (``RunConfig.output_dir``)::
     checkpoints/           LoRA checkpoints + train_log.jsonl           (train)
     generate/run.nc        responses, n_tokens, logp, training log       (generate; shards inside)
     judge_cache.sqlite     every judgement (a rerun costs nothing)       (judge)
-    run.nc                 the judged run dataset (DESIGN.md §3)          (judge)
+    run.nc                 the judged run dataset (docs/storage.md)      (judge)
     analysis.nc            the analysis DataTree                          (analyze)
     summary.txt            the printed summary                            (analyze)
     report/report.html     self-contained report; tables.md, tables.tex, figures/*.png   (report)

@@ -1,7 +1,7 @@
 """Synthetic runs with known truth, for tests, calibration and benchmarks.
 
 :func:`simulate_run` draws a run dataset from the generative model that
-:class:`~phasebayes.ChangePointModel` fits (DESIGN.md §2.2) plus a gradient-norm trace with a known
+:class:`~phasebayes.ChangePointModel` fits (``docs/changepoint-models.md``) plus a gradient-norm trace with a known
 peak (§2.3), and returns the truth next to the data.
 """
 

@@ -1,4 +1,4 @@
-"""Judging order parameters (issue 5): rubrics, judges, a persistent cache, reliability, discovery.
+"""Judging order parameters: rubrics, judges, a persistent cache, reliability, discovery.
 
 Quick start::
 

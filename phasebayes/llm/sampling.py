@@ -10,7 +10,7 @@ hot-swapped (:class:`~phasebayes.llm.checkpoints.CheckpointSwitcher`):
    the checkpoints within ±``logp_window`` grid positions, written to ``logp/ref-{step}.npz``.
 
 Every shard is written atomically, so a crash loses at most the checkpoint in flight and a rerun with
-the same arguments resumes. The shards are then consolidated into the run dataset (DESIGN.md §3),
+the same arguments resumes. The shards are then consolidated into the run dataset (``docs/storage.md``),
 ``run.nc`` in the output folder, which is also returned.
 
 Output folder layout::

@@ -1,4 +1,4 @@
-"""Hierarchical Bayesian change-point model for judged scores (DESIGN.md §2.2).
+"""Hierarchical Bayesian change-point model for judged scores (``docs/changepoint-models.md``).
 
 For order parameter k, prompt p and checkpoint step t the expected score is
 

@@ -1,4 +1,4 @@
-"""Posterior of the peak of a per-step training signal (gradient norm by default; DESIGN.md §2.3).
+"""Posterior of the peak of a per-step training signal (gradient norm by default).
 
 Model, on the log of the signal y_s at optimiser step s (u = scaled step in [0, 1]):
 
