@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import defaults
 from ..dataset import _encodable
 from ..errors import DiagnosticsWarning, RunDataError
 from ..intervals import summarize_draws
 from ..storage import save_netcdf
 from .links import _inv_link, _ScoreScale
-from .sampling import _flat, _unflat
+from .sampling import diagnostic_problems, _flat, _unflat
 
 __all__ = ["MultiRunResult"]
 
@@ -184,16 +183,7 @@ class MultiRunResult:
 
     def check_diagnostics(self, warn: bool = True) -> list[str]:
         """List diagnostic problems (R-hat > 1.01, ESS < 400, divergences); warn if any."""
-        table = self.diagnostics()
-        problems = []
-        bad = table[table["r_hat"] > defaults.RHAT_MAX]
-        if len(bad):
-            problems.append(f"R-hat > {defaults.RHAT_MAX} for {list(bad.index)}")
-        low = table[(table["ess_bulk"] < defaults.ESS_MIN) | (table["ess_tail"] < defaults.ESS_MIN)]
-        if len(low):
-            problems.append(f"ESS < {defaults.ESS_MIN:g} for {list(low.index)}")
-        if self.n_divergences:
-            problems.append(f"{self.n_divergences} divergent transitions")
+        problems = diagnostic_problems(self.diagnostics(), self.n_divergences)
         if problems and warn:
             warnings.warn("MCMC diagnostics are bad — do not trust these intervals yet: " + "; ".join(problems)
                           + ". Try more tune/draws or target_accept=0.99.", DiagnosticsWarning, stacklevel=3)

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import defaults
 from ..dataset import _encodable
 from ..runstore import numeric_part
 from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
@@ -18,7 +17,7 @@ from ..intervals import resolve_ci, summarize_draws
 from ..storage import save_netcdf
 from .checks import _ModelChecks
 from .links import _ScoreScale
-from .sampling import _flat, _unflat
+from .sampling import diagnostic_problems, _flat, _unflat
 
 class ChangePointResult(_ModelChecks):
     """Posterior of a :class:`ChangePointModel` fit, with summaries, diagnostics, plots and save/load.
@@ -264,16 +263,7 @@ class ChangePointResult(_ModelChecks):
 
     def check_diagnostics(self, warn: bool = True) -> list[str]:
         """List the diagnostic problems (R-hat > 1.01, ESS < 400, divergences); warn loudly if any."""
-        table = self.diagnostics()
-        problems = []
-        bad_rhat = table[table["r_hat"] > defaults.RHAT_MAX]
-        if len(bad_rhat):
-            problems.append(f"R-hat > {defaults.RHAT_MAX} for {list(bad_rhat.index)} (max {bad_rhat['r_hat'].max():.3f})")
-        low = table[(table["ess_bulk"] < defaults.ESS_MIN) | (table["ess_tail"] < defaults.ESS_MIN)]
-        if len(low):
-            problems.append(f"ESS < {defaults.ESS_MIN:g} for {list(low.index)}")
-        if self.n_divergences:
-            problems.append(f"{self.n_divergences} divergent transitions")
+        problems = diagnostic_problems(self.diagnostics(), self.n_divergences)
         if problems and warn:
             warnings.warn(
                 "MCMC diagnostics are bad — do not trust these intervals yet: " + "; ".join(problems)

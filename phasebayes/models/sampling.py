@@ -53,3 +53,20 @@ def _flat(ds: xr.Dataset) -> dict[str, np.ndarray]:
 
 def _unflat(arr: np.ndarray, chains: int) -> np.ndarray:
     return arr.reshape(chains, arr.shape[0] // chains, *arr.shape[1:])
+
+
+def diagnostic_problems(table, n_divergences: int) -> list[str]:
+    """Problems in a diagnostics table (``r_hat``, ``ess_bulk``, ``ess_tail`` per quantity): R-hat above
+    :data:`~phasebayes.defaults.RHAT_MAX`, ESS below :data:`~phasebayes.defaults.ESS_MIN`, divergences."""
+    from .. import defaults
+
+    problems = []
+    bad = table[table["r_hat"] > defaults.RHAT_MAX]
+    if len(bad):
+        problems.append(f"R-hat > {defaults.RHAT_MAX} for {list(bad.index)} (max {bad['r_hat'].max():.3f})")
+    low = table[(table["ess_bulk"] < defaults.ESS_MIN) | (table["ess_tail"] < defaults.ESS_MIN)]
+    if len(low):
+        problems.append(f"ESS < {defaults.ESS_MIN:g} for {list(low.index)}")
+    if n_divergences:
+        problems.append(f"{n_divergences} divergent transitions")
+    return problems
