@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -97,3 +98,35 @@ def test_two_processes_judging_the_same_run_share_one_correct_cache(tmp_path):
     offsets = {int(v // 1000) for v in cached.values()}
     if offsets != {0, 1}:
         pytest.skip("the two processes did not overlap in time on this (loaded) machine; consistency was still checked")
+
+
+def test_opening_a_cache_retries_while_another_process_holds_the_new_file_locked():
+    """SQLite answers "database is locked" at once (no busy wait) while another process switches a new file
+    to WAL; opening the cache must retry that, and must not swallow any other error."""
+    from phasebayes.judge.cache import _retry_while_locked
+
+    answers = iter([sqlite3.OperationalError("database is locked")] * 3 + [None])
+    calls = []
+
+    def step():
+        calls.append(1)
+        err = next(answers)
+        if err is not None:
+            raise err
+
+    _retry_while_locked(step, seconds=5.0)
+    assert len(calls) == 4
+
+    def broken():
+        raise sqlite3.OperationalError("no such table: judgements")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        _retry_while_locked(broken, seconds=5.0)
+
+    def always_locked():
+        raise sqlite3.OperationalError("database is locked")
+
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _retry_while_locked(always_locked, seconds=0.3)
+    assert time.monotonic() - t0 < 3.0

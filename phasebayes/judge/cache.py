@@ -57,6 +57,29 @@ def cache_key(fingerprint: str, rubric_version: str, prompt: str, response: str,
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _retry_while_locked(step, *, seconds: float = 60.0) -> None:
+    """Run ``step`` until SQLite stops answering "database is locked".
+
+    Hand-written because SQLite does not call its busy handler while switching a brand-new file to WAL
+    mode: when two processes create the same cache at the same moment, one of them gets SQLITE_BUSY at
+    once whatever ``timeout`` the connection has. Retrying with a short growing wait is the documented
+    remedy; the step is idempotent (``CREATE TABLE IF NOT EXISTS``, pragmas).
+    """
+    deadline = time.monotonic() + seconds
+    wait = 0.01
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 0.5)
+
+
 class JudgeCache:
     """On-disk cache of judgements (``sqlite3``, WAL journal, one transaction per write).
 
@@ -72,6 +95,9 @@ class JudgeCache:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        _retry_while_locked(self._set_up_file)
+
+    def _set_up_file(self) -> None:
         if self.path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
