@@ -226,7 +226,7 @@ def test_calibration_reduced():
     assert 0.75 <= cov <= 1.0, cov
 
 
-@pytest.mark.slow(ci=True)  # about 2.5 min on 2 cores: fits the CI budget
+@pytest.mark.slow  # about 2.5 min on 2 cores; test_calibration_reduced runs in CI
 def test_calibration_full():
     cov, n = _coverage(n_fits=12, n_ops=10, seed0=1000)
     assert 0.80 <= cov <= 0.97, (cov, n)
