@@ -114,15 +114,11 @@ class ChangePointModel(_NumpyMirror):
     priors
         Overrides of prior scales (keys in :attr:`DEFAULT_PRIORS`).
     parametrization
-        Sampler geometry of the prompt-level effects (same model, different coordinates):
-        ``"auto"`` (default) centres the tau offsets when the data show prompt taus that differ by more
-        than twice the noise of a per-prompt estimate (:mod:`phasebayes.models.geometry`), else puts them
-        in non-centred zero-sum form, and centres the level
-        offsets when cells hold >= 40 scores on average (non-centred below); ``"centered"`` or
-        ``"noncentered"`` force one form for every component. Why: when prompts share tau, centred tau
-        offsets form a funnel in sigma_tau (R-hat 1.03, ESS 172 measured at 100 steps x 8 prompts x 50
-        samples), while prompt levels are pinned by many scores per cell and sample best centred; at 12
-        samples per cell centred levels diverge. ``benchmarks/bench_changepoint.py`` measures both regimes.
+        Sampler geometry of the prompt-level effects (same model, different coordinates). ``"auto"``
+        (default): tau offsets centred when the data show prompt taus that clearly differ
+        (:mod:`phasebayes.models.geometry`), else non-centred zero-sum (no funnel when prompts share tau);
+        level offsets centred when cells hold >= 40 scores on average, else non-centred.
+        ``"centered"`` / ``"noncentered"`` force one form; see ``docs/changepoint-models.md``.
     measurement
         Optional :class:`~phasebayes.models.measurement.JudgeMeasurement` (human ratings of a subset):
         the curve, tau and levels are then on the human scale and the judge scores are a calibrated,
@@ -241,8 +237,7 @@ class ChangePointModel(_NumpyMirror):
             self.stats, self.n_finite, per_cell, self.data_mean, self.data_sd = (
                 agg.stats, agg.n_total, agg.per_cell, agg.data_mean, agg.data_sd)
         self.centered_levels = parametrization == "centered" or (parametrization == "auto" and per_cell >= 40)
-        # tau offsets: centred when the prompt taus are individually well identified and differ (no funnel
-        # then, and non-centred offsets would form a banana with sigma_tau), else non-centred
+        # tau offsets: centred when prompt taus clearly differ (non-centred ones would form a banana)
         self.tau_separation = tau_separation(self.obs, self.u) if not agg else np.full(len(ops), np.nan)
         self.centered_tau = parametrization == "centered" or (
             parametrization == "auto" and bool(np.all(self.tau_separation > TAU_SEPARATION_CENTRED)))
