@@ -10,8 +10,8 @@ scale), in two regimes:
 Fits (4 chains x 1000 draws after 1000 tuning steps, same sampler for all):
 
 - ``default``: ``ChangePointModel(ds).fit()`` (sufficient statistics, partial pooling, default geometry);
-- ``centred`` (``--with-centred``): the same model with ``parametrization="centered"`` (the previous
-  default at this size);
+- ``all centred`` (``--with-centred``): the same model with ``parametrization="centered"`` (the default
+  before the geometry work; in the spread regime the default now picks the same coordinates);
 - ``hand-written``: one Beta likelihood term per score, tau shared (``shared``) or with non-centred prompt
   offsets (``spread``), non-centred prompt offsets on both levels, the same priors — what a careful
   user writes from the PyMC docs.
@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--sampler", default="nutpie", choices=["nutpie", "pymc"], help="NUTS implementation for every fit")
     parser.add_argument("--skip-hand-written", action="store_true", help="only the phasebayes fits (no ratios)")
     parser.add_argument("--regime", choices=["shared", "spread", "both"], default="both", help="which data set(s)")
-    parser.add_argument("--with-centred", action="store_true", help="also the all-centred geometry (the previous default)")
+    parser.add_argument("--with-centred", action="store_true", help="also the all-centred geometry")
     parser.add_argument("--with-samples", action="store_true", help="also the default fit at 100 samples per cell")
     args = parser.parse_args()
     n_steps = 30 if args.quick else 100
@@ -163,7 +163,7 @@ def main():
             show(regime, "hand-written per-observation", run_hand_written(ds, tau_sd > 0, **kw))
         show(regime, "default", run_default(ds, **kw))
         if args.with_centred:
-            show(regime, "centred (old default)", run_default(ds, parametrization="centered", **kw))
+            show(regime, "all centred", run_default(ds, parametrization="centered", **kw))
         if regime == "shared" and args.with_samples:
             ds100, _ = pb.simulate_run(n_samples=100, prompt_tau_sd=tau_sd, **common)
             show(regime, "default, 100 samples/cell", run_default(ds100, **kw))
