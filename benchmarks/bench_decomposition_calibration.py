@@ -88,8 +88,10 @@ def main() -> None:
         t0 = time.perf_counter()
         for r in range(args.reps):
             rows.extend(one_replicate(S, L, seed=100_000 * S + 1000 * L + r))
+            if args.out and (r + 1) % 10 == 0:  # every 10 replicates, so an interrupted study keeps its rows
+                pd.DataFrame(rows).to_csv(args.out, index=False)
         print(f"S={S} window={L}: {args.reps} replicates in {time.perf_counter() - t0:.0f} s", flush=True)
-        if args.out:  # after every setting, so an interrupted study keeps what it finished
+        if args.out:
             pd.DataFrame(rows).to_csv(args.out, index=False)
     print_table(rows)
 
