@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .dataset import STATUS, from_dataframe, open_run, save_run, validate  # noqa: E402
 from .errors import (  # noqa: E402

@@ -220,7 +220,7 @@ class Analysis:
             lds = xr.Dataset.from_dataframe(self.length)
             lds.attrs = dict(self.length.attrs)
             root["length_curve"] = xr.DataTree(dataset=lds)
-        from . import __version__
+        from .version import __version__
 
         root.attrs.update(phasebayes_result="Analysis", phasebayes_version=__version__,
                           settings=json.dumps(self.settings, default=str))

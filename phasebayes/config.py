@@ -54,10 +54,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config_checks import _check_inputs, _choice, rubric_paths, validate_config  # noqa: F401
-from .config_parse import _check_type, _parse_section, _unknown, config_from_dict, load_config  # noqa: F401
-from .config_sections import (  # noqa: F401
-    _PATH_KEYS,
+from .config_checks import rubric_paths, validate_config
+from .config_parse import config_from_dict, load_config
+from .config_sections import (
     JUDGE_KINDS,
     REPO_DATA_DIR,
     AnalyzeSection,
@@ -68,9 +67,6 @@ from .config_sections import (  # noqa: F401
     RunSection,
     ScaleSection,
     TrainSection,
-    _is_rubric_path,
-    _to_toml,
-    _toml_value,
 )
 
 __all__ = [
@@ -87,6 +83,8 @@ __all__ = [
     "demo_config",
     "REPO_DATA_DIR",
     "JUDGE_KINDS",
+    "validate_config",
+    "rubric_paths",
 ]
 
 
