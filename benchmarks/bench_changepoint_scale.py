@@ -31,7 +31,7 @@ BASE = {"K": 1, "P": 8, "T": 100, "R": 1, "N": 50}
 GRID = {"K": [3, 10], "P": [32, 64], "T": [20, 500], "R": [4, 8], "N": [10, 200]}
 
 
-def one(cfg: dict, draws: int) -> dict:
+def one(cfg: dict, draws: int, fit: bool = True) -> dict:
     """Fit one configuration in this process and return its measurements."""
     import phasebayes as pb
 
@@ -57,6 +57,9 @@ def one(cfg: dict, draws: int) -> dict:
         t = time.perf_counter()
         fn(point)
         times.append(time.perf_counter() - t)
+    if not fit:
+        return {"prep_s": prep, "grad_us": 1e6 * float(np.median(times)), "fit_s": float("nan"),
+                "leapfrog": float("nan"), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "div": -1}
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -71,18 +74,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=300, help="draws (and tuning steps) per chain, 2 chains")
     parser.add_argument("--quick", action="store_true", help="only the base and the largest value of each factor")
+    parser.add_argument("--grad-only", action="store_true", help="no fit: data prep, gradient cost and memory only")
+    parser.add_argument("--factors", default=",".join(GRID), help="comma-separated factors to vary (K,P,T,R,N)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(json.loads(args.one), args.draws)))
+        print(json.dumps(one(json.loads(args.one), args.draws, fit=not args.grad_only)))
         return
     configs = [dict(BASE)]
-    for factor, values in GRID.items():
+    for factor, values in ((f, GRID[f]) for f in args.factors.split(",")):
         for v in (values[-1:] if args.quick else values):
             configs.append({**BASE, factor: v})
     rows = []
     for cfg in configs:
-        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg), "--draws", str(args.draws)],
+        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg), "--draws", str(args.draws)]
+                             + (["--grad-only"] if args.grad_only else []),
                              capture_output=True, text=True)
         if out.returncode:
             print(f"{cfg} failed:\n{out.stderr[-2000:]}")

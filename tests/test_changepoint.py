@@ -226,7 +226,7 @@ def test_calibration_reduced():
     assert 0.75 <= cov <= 1.0, cov
 
 
-@pytest.mark.slow(ci=True)  # about 2.5 min on 2 cores: fits the CI budget
+@pytest.mark.slow  # about 2.5 min on 2 cores; test_calibration_reduced runs in CI
 def test_calibration_full():
     cov, n = _coverage(n_fits=12, n_ops=10, seed0=1000)
     assert 0.80 <= cov <= 0.97, (cov, n)
@@ -367,3 +367,25 @@ def test_result_saved_by_the_previous_version_still_loads():
     pred = res.predict(n_draws=20, steps=res.model.steps)
     obs = res.posterior_predictive(n_draws=20)["observed"].mean("prompt")
     np.testing.assert_allclose(pred["mean_prompt"].median("draw").mean("prompt"), obs, atol=12)
+
+
+def test_default_tau_geometry_follows_the_data():
+    """auto: non-centred tau offsets when prompts share tau, centred when their taus clearly differ (no banana)."""
+    from phasebayes.models.geometry import TAU_SEPARATION_CENTRED, tau_separation
+
+    kw = dict(n_steps=60, n_prompts=8, n_samples=50, order_parameters=["a"], tau=500.0, width=40.0,
+              prompt_level_sd=0.3, concentration=4.0)
+    for seed in (0, 1, 2):
+        shared = ChangePointModel(pb.simulate_run(prompt_tau_sd=0.0, seed=seed, **kw)[0])
+        spread = ChangePointModel(pb.simulate_run(prompt_tau_sd=100.0, seed=seed, **kw)[0])
+        assert shared.tau_separation[0] < TAU_SEPARATION_CENTRED and not shared.centered_tau, shared.tau_separation
+        assert spread.tau_separation[0] > TAU_SEPARATION_CENTRED and spread.centered_tau, spread.tau_separation
+        assert "tau_prompt_unit" in {v.name for v in spread.build().free_RVs}
+    # per-prompt estimates recover a known shift: prompt taus 300 and 700 are far apart, flat curves say nothing
+    u = np.linspace(0, 1, 21)
+    curve = lambda t: 1 / (1 + np.exp(-(u - t) / 0.03))  # noqa: E731
+    rng = np.random.default_rng(0)
+    obs = np.stack([curve(0.3)] * 2 + [curve(0.7)] * 2, axis=1)[None, :, :, None] + rng.normal(0, 0.01, (1, 21, 4, 10))
+    assert tau_separation(obs, u)[0] > 10
+    assert np.isnan(tau_separation(obs[..., :1], u)[0])  # one score per cell (aggregated): cannot tell
+    assert ChangePointModel(pb.simulate_run(prompt_tau_sd=100.0, seed=0, **kw)[0], parametrization="noncentered").centered_tau is False

@@ -204,7 +204,9 @@ def test_very_negative_logp_is_stable():
     b, _ = simulate_outputs(10, 2, 40, seed=8, logp_offset=-5000.0, logp_offset_sd=800.0)
     assert float(b["logp"].max()) < -1000
     for measure in MEASURES:
-        ra, rb = pb.dissimilarity(a, window=3, measure=measure), pb.dissimilarity(b, window=3, measure=measure)
+        # the totals are what the offset could break; one order parameter and few draws keep this quick
+        kw = dict(window=3, measure=measure, order_parameters=["irrelevant"], n_draws=50)
+        ra, rb = pb.dissimilarity(a, **kw), pb.dissimilarity(b, **kw)
         assert np.all(np.isfinite(rb.total.values))
         np.testing.assert_allclose(ra.total.values, rb.total.values, atol=1e-9)
 

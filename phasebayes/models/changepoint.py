@@ -54,6 +54,7 @@ from .families import (
     pytensor_math,
     sufficient_statistics,
 )
+from .geometry import TAU_SEPARATION_CENTRED, tau_separation
 from .links import _EPS, _inv_link, _logistic  # noqa: F401  (re-exported for older imports)
 from .mirror import _NumpyMirror
 from .multirun import MultiRunChangePointModel, is_multi_run
@@ -113,13 +114,11 @@ class ChangePointModel(_NumpyMirror):
     priors
         Overrides of prior scales (keys in :attr:`DEFAULT_PRIORS`).
     parametrization
-        Sampler geometry of the prompt-level effects (same model, different coordinates):
-        ``"auto"`` (default) puts tau offsets in non-centred zero-sum form always and centres the level
-        offsets when cells hold >= 40 scores on average (non-centred below); ``"centered"`` or
-        ``"noncentered"`` force one form for every component. Why: when prompts share tau, centred tau
-        offsets form a funnel in sigma_tau (R-hat 1.03, ESS 172 measured at 100 steps x 8 prompts x 50
-        samples), while prompt levels are pinned by many scores per cell and sample best centred; at 12
-        samples per cell centred levels diverge. ``benchmarks/bench_changepoint.py`` measures both regimes.
+        Sampler geometry of the prompt-level effects (same model, different coordinates). ``"auto"``
+        (default): tau offsets centred when the data show prompt taus that clearly differ
+        (:mod:`phasebayes.models.geometry`), else non-centred zero-sum (no funnel when prompts share tau);
+        level offsets centred when cells hold >= 40 scores on average, else non-centred.
+        ``"centered"`` / ``"noncentered"`` force one form; see ``docs/changepoint-models.md``.
     measurement
         Optional :class:`~phasebayes.models.measurement.JudgeMeasurement` (human ratings of a subset):
         the curve, tau and levels are then on the human scale and the judge scores are a calibrated,
@@ -238,7 +237,10 @@ class ChangePointModel(_NumpyMirror):
             self.stats, self.n_finite, per_cell, self.data_mean, self.data_sd = (
                 agg.stats, agg.n_total, agg.per_cell, agg.data_mean, agg.data_sd)
         self.centered_levels = parametrization == "centered" or (parametrization == "auto" and per_cell >= 40)
-        self.centered_tau = parametrization == "centered"
+        # tau offsets: centred when prompt taus clearly differ (non-centred ones would form a banana)
+        self.tau_separation = tau_separation(self.obs, self.u) if not agg else np.full(len(ops), np.nan)
+        self.centered_tau = parametrization == "centered" or (
+            parametrization == "auto" and bool(np.all(self.tau_separation > TAU_SEPARATION_CENTRED)))
         self.measurement = None
         if measurement is not None:  # judge error model: see phasebayes/models/measurement.py
             from .measurement import JudgeMeasurement

@@ -156,11 +156,12 @@ class GradientPeak:
 
     def fit(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, cores: int | None = None,
             random_seed: int | None = None, sampler: str = "auto", progressbar: bool = True,
-            warn: bool = True, target_accept: float = 0.9) -> "GradientPeakResult":
+            warn: bool = True, target_accept: float = 0.99) -> "GradientPeakResult":
         """Sample the posterior; returns a :class:`GradientPeakResult` (bad diagnostics warn).
 
-        ``target_accept``: NUTS target acceptance (on the shipped example run 0.95 did not remove the
-        occasional single divergence seen at 0.9).
+        ``target_accept``: NUTS target acceptance. 0.99 by default: with the peak marginalised over a grid
+        the log density bends sharply where a large bump trades off against the trend, and on the shipped
+        example run 0.9 gave one divergent transition in 3 of 4 seeds, 0.99 none in 4 (at ~1.7x the time).
         """
         from .sampling import _flat, _sample, _unflat
 
