@@ -33,7 +33,7 @@ from . import defaults
 from .errors import RunDataError
 from .storage import save_netcdf
 
-__all__ = ["Analysis", "analyze", "load_analysis", "fraction_note"]
+__all__ = ["Analysis", "analyze", "fraction_note"]
 
 
 @dataclass
@@ -282,11 +282,6 @@ def fraction_note(attrs: dict) -> str:
     if attrs.get("joint_note"):
         note += f"; joint {attrs['joint_note']}"
     return note
-
-
-def load_analysis(path: str | os.PathLike) -> Analysis:
-    """Shorthand for :meth:`Analysis.load`."""
-    return Analysis.load(path)
 
 
 def analyze(
