@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .dataset import STATUS, from_dataframe, open_run, save_run, validate  # noqa: E402
 from .errors import (  # noqa: E402
+    ArgumentError,
     ConfigError,
     DiagnosticsWarning,
     ModelSpecError,
@@ -66,6 +67,7 @@ __all__ = [
     "ModelSpecError",
     "OutputExistsError",
     "ConfigError",
+    "ArgumentError",
     "DiagnosticsWarning",
     "dissimilarity",
     *_LAZY,

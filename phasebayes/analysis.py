@@ -33,7 +33,7 @@ from . import defaults
 from .errors import RunDataError
 from .storage import save_netcdf
 
-__all__ = ["Analysis", "analyze", "load_analysis", "fraction_note"]
+__all__ = ["Analysis", "analyze", "fraction_note"]
 
 
 @dataclass
@@ -220,7 +220,7 @@ class Analysis:
             lds = xr.Dataset.from_dataframe(self.length)
             lds.attrs = dict(self.length.attrs)
             root["length_curve"] = xr.DataTree(dataset=lds)
-        from . import __version__
+        from .version import __version__
 
         root.attrs.update(phasebayes_result="Analysis", phasebayes_version=__version__,
                           settings=json.dumps(self.settings, default=str))
@@ -282,11 +282,6 @@ def fraction_note(attrs: dict) -> str:
     if attrs.get("joint_note"):
         note += f"; joint {attrs['joint_note']}"
     return note
-
-
-def load_analysis(path: str | os.PathLike) -> Analysis:
-    """Shorthand for :meth:`Analysis.load`."""
-    return Analysis.load(path)
 
 
 def analyze(

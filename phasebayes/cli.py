@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Intervals are 94%% HDIs unless [analyze] ci_prob / ci_kind say otherwise. "
                "See README.md and `phasebayes COMMAND --help`.",
     )
-    from . import __version__
+    from .version import __version__
 
     parser.add_argument("--version", action="version", version=f"phasebayes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -27,6 +27,14 @@ class ConfigError(PhasebayesError, ValueError):
     """A run configuration is invalid (unknown key, missing file, invalid value)."""
 
 
+class ArgumentError(PhasebayesError, ValueError):
+    """A function argument has a value the function cannot use (wrong length, out of range, unknown option)."""
+
+
+class UnsupportedModelError(PhasebayesError, RuntimeError):
+    """The language model cannot do what was asked of it (e.g. it returns no key/value cache)."""
+
+
 class DiagnosticsWarning(UserWarning):
     """MCMC diagnostics are bad (R-hat, ESS or divergences): do not trust the result as it is."""
 
@@ -34,3 +42,7 @@ class DiagnosticsWarning(UserWarning):
 class DPIViolationWarning(UserWarning):
     """The order parameters' change exceeds the total change (data-processing inequality): the
     estimators or the data are inconsistent (e.g. ``logp`` not at the sampling temperature)."""
+
+
+class TrainingLogWarning(UserWarning):
+    """The training log and the checkpoints disagree (steps beyond the last checkpoint, missing signals)."""

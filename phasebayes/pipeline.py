@@ -34,7 +34,7 @@ from .config import RunConfig, rubric_paths
 from .errors import ConfigError, RunDataError
 from .storage import atomic_write_text
 
-__all__ = ["STAGES", "Pipeline", "run_pipeline"]
+__all__ = ["STAGES", "Pipeline"]
 
 STAGES = ("train", "generate", "judge", "analyze", "report")
 
@@ -413,9 +413,3 @@ class _PhraseMetric:
 
     def __call__(self, text: str) -> float:
         return float(self.needle in str(text).lower())
-
-
-def run_pipeline(config: RunConfig, *, stages: Sequence[str] = STAGES, force: Sequence[str] | str = (),
-                 base_model: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
-    """Run a whole config (see :class:`Pipeline`); returns the :class:`~phasebayes.analysis.Analysis`."""
-    return Pipeline(config, force=force, base_model=base_model, log=log).run(stages)

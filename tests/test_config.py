@@ -176,3 +176,24 @@ def test_cli_reports_config_errors_before_any_work(tmp_path):
     assert rc == 2 and "draws must be >= 1" in err
     rc, out, err = run_cli(["validate", str(tmp_path / "good.toml"), "--set", "draws=5"])
     assert rc == 2 and "SECTION.KEY=VALUE" in err
+
+
+@pytest.mark.parametrize("table, expected", [
+    ({"analyze": {"draws": "x"}}, "expected int"),
+    ({"generate": {"logp_prefix_tokens": [8, "a"]}}, r"expected tuple\[int, \.\.\.\]"),
+    ({"train": {"adam_betas": [0.9]}}, r"expected tuple\[float, float\]"),
+    ({"analyze": {"likelihood": 3}}, r"expected str \| dict"),
+    ({"judge": {"judges": ["metric", 1]}}, r"expected list\[str\]"),
+    ({"judge": {"replicates": True}}, "expected int"),
+])
+def test_types_checked_against_resolved_annotations(table, expected):
+    """Every key of a section or of the LLM configs it forwards to is checked against its real annotation."""
+    with pytest.raises(ConfigError, match=expected):
+        config_from_dict(table, check_files=False)
+
+
+def test_ints_become_floats_and_lists_fill_sequences():
+    cfg = config_from_dict({"analyze": {"ci_prob": 0.9}, "generate": {"logp_prefix_tokens": [8, 16]},
+                            "train": {"adam_betas": [0.9, 1]}}, check_files=False)
+    assert cfg.generate.options["logp_prefix_tokens"] == [8, 16]
+    assert cfg.train.options["adam_betas"] == [0.9, 1.0] and isinstance(cfg.train.options["adam_betas"][1], float)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..dataset import STATUS
+from ..errors import ArgumentError
 from .rubric import Rubric
 
 __all__ = ["Judgement", "JudgeItem", "Judge", "parse_answer", "CACHEABLE_STATUSES", "identity_hash"]
@@ -56,7 +57,7 @@ class Judgement:
 
     def __post_init__(self) -> None:
         if self.status not in STATUS:
-            raise ValueError(f"unknown status {self.status!r}")
+            raise ArgumentError(f"unknown judgement status {self.status!r}; use one of {sorted(STATUS)}.")
         if self.status != "ok":
             self.score = math.nan
 

@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from ..defaults import CI_PROB
-from ..errors import RunDataError
+from ..errors import ArgumentError, RunDataError
 
 __all__ = ["krippendorff_alpha", "icc", "agreement", "replicate_agreement", "judge_agreement", "attach_reliability"]
 
@@ -66,7 +66,7 @@ def krippendorff_alpha(data, *, level: str = "interval") -> float:
         m, s1, s2, d = _alpha_stats(arr)
         return float(_alpha_from_sums(m.sum(), s1.sum(), s2.sum(), d.sum())) if len(m) else float("nan")
     if level != "nominal":
-        raise ValueError(f"level must be 'interval' or 'nominal', got {level!r}.")
+        raise ArgumentError(f"level must be 'interval' or 'nominal', got {level!r}.")
     ok = np.isfinite(arr)
     arr = arr[ok.sum(axis=1) >= 2]
     values = np.unique(arr[np.isfinite(arr)])
@@ -111,7 +111,7 @@ def icc(data, *, kind: str = "ICC1") -> float:
             msc = ss_cols / (k - 1)
             mse = (ss_total - ss_rows - ss_cols) / ((n - 1) * (k - 1))
             return float((msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n))
-    raise ValueError(f"kind must be 'ICC1' or 'ICC_A1', got {kind!r}.")
+    raise ArgumentError(f"kind must be 'ICC1' or 'ICC_A1', got {kind!r}.")
 
 
 def agreement(
@@ -151,7 +151,7 @@ def agreement(
         elif method in ("ICC1", "ICC_A1"):
             fn = lambda a: icc(a, kind=method)  # noqa: E731
         else:
-            raise ValueError(f"method must be 'alpha', 'alpha_nominal', 'ICC1' or 'ICC_A1', got {method!r}.")
+            raise ArgumentError(f"method must be 'alpha', 'alpha_nominal', 'ICC1' or 'ICC_A1', got {method!r}.")
         est = fn(arr)
         u = arr.shape[0]
         boot = np.array([fn(arr[rng.integers(0, u, size=u)]) for _ in range(n_boot)]) if u >= 2 else np.array([])

@@ -143,11 +143,6 @@ class Rubric:
         blob = json.dumps(self.content(), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
-    @property
-    def answer_labels(self) -> list[str]:
-        """Allowed non-score answer labels (upper case)."""
-        return [a[0] for a in self.answers]
-
     # ------------------------------------------------------------------ text
     def instructions(self) -> str:
         """The judge's instructions for this rubric (sent as the cached system-prompt prefix)."""

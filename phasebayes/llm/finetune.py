@@ -17,262 +17,37 @@ launch``; see ``docs/scale.md``):
   same result as an uninterrupted run,
 - seeded, with the trainer's progress bar.
 
-Entry point: :func:`train` with a :class:`TrainConfig`.
+Entry point: :func:`train` with a :class:`TrainConfig` (:mod:`.train_config`); the output folder and
+its step log: :mod:`.train_output`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..errors import ConfigError, OutputExistsError
 from ..storage import atomic_write_text
+from .train_config import TrainConfig
+from .train_output import (
+    TRAIN_LOG_NAME,
+    TrainResult,
+    _existing_checkpoints,
+    _prepare_output,
+    _save_step0,
+    read_training_log,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "train", "read_training_log", "TRAIN_LOG_NAME"]
-
-TRAIN_LOG_NAME = "train_log.jsonl"
-_STATE_NAME = "trainer_state.json"  # written last by the trainer: a checkpoint with it is complete
-_CONFIG_NAME = "train_config.json"
-# fields that may change between an interrupted run and its resumption without changing the result
-_RESUME_FREE = {"resume", "overwrite", "num_threads", "show_progress", "device"}
-
-
-@dataclass
-class TrainConfig:
-    """Configuration of a fine-tuning run (all fields have defaults sized for a 2-core CPU demo).
-
-    Attributes
-    ----------
-    data
-        JSONL chat dataset (one ``{"messages": [...]}`` per line).
-    output_dir
-        Folder for ``checkpoint-{step}/`` subfolders, ``train_log.jsonl`` and ``train_config.json``.
-    base_model
-        Local Hugging Face model folder, or ``None`` / ``"smollm2-135m-instruct"`` for the embedded default.
-    method
-        ``"lora"`` (default) or ``"full"`` (all weights trained; checkpoints are full models).
-    lora_rank, lora_alpha, lora_dropout
-        LoRA rank r, scaling alpha (the update is scaled by alpha / r) and dropout probability.
-    target_modules
-        Module names LoRA adapts (e.g. ``["q_proj", "v_proj"]``) or ``"all-linear"`` (default).
-    learning_rate
-        Peak learning rate of AdamW (per optimiser step).
-    lr_schedule
-        ``"constant"``, ``"linear"`` (linear decay to 0 at the last step) or ``"cosine"``; all after warm-up.
-    warmup_steps
-        Optimiser steps of linear warm-up from 0 to ``learning_rate`` (the trainer's schedules).
-    weight_decay, adam_betas
-        AdamW weight decay and betas.
-    max_grad_norm
-        Clip the global gradient norm to this value (``None`` = no clipping); the logged norm is
-        always the pre-clipping one.
-    batch_size
-        Conversations per micro-batch.
-    gradient_accumulation_steps
-        Micro-batches per optimiser step (effective batch = batch_size × this).
-    epochs
-        Passes over the data (ignored when ``max_steps`` is set).
-    max_steps
-        Total optimiser steps (overrides ``epochs``; the data is cycled, reshuffled per epoch).
-    max_length
-        Truncate conversations to this many tokens.
-    save_every
-        Save a checkpoint every this many optimiser steps (0 = only the explicit ones and the last).
-    save_steps
-        Extra steps at which to save (e.g. dense early checkpoints ``(1, 2, 4, 8)``).
-    save_step0
-        Save the untrained state as ``checkpoint-0`` (for LoRA: equals the base model).
-    seed
-        Seeds adapter initialisation, data order and dropout.
-    shuffle
-        Shuffle the data each epoch (seeded).
-    dtype, device, num_threads
-        Torch dtype name, device (default CUDA if available, else CPU) and CPU threads (None = torch default).
-    resume
-        Continue from the last checkpoint in ``output_dir`` if one exists (same config required).
-    overwrite
-        Delete an existing ``output_dir`` run and start afresh.
-    show_progress
-        Show a tqdm progress bar.
-    """
-
-    data: str | os.PathLike
-    output_dir: str | os.PathLike
-    base_model: str | None = None
-    method: str = "lora"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    target_modules: str | Sequence[str] = "all-linear"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float | None = 1.0
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_length: int = 256
-    save_every: int = 5
-    save_steps: Sequence[int] = field(default_factory=tuple)
-    save_step0: bool = True
-    seed: int = 0
-    shuffle: bool = True
-    dtype: str = "float32"
-    device: str | None = None
-    num_threads: int | None = None
-    resume: bool = True
-    overwrite: bool = False
-    show_progress: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for invalid values."""
-        if self.method not in ("lora", "full"):
-            raise ConfigError(f"method must be 'lora' or 'full', got {self.method!r}.")
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"lr_schedule must be 'constant', 'linear' or 'cosine', got {self.lr_schedule!r}.")
-        for name in ("batch_size", "gradient_accumulation_steps", "lora_rank", "max_length"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            raise ConfigError(f"max_steps must be >= 1 or None, got {self.max_steps}.")
-        if self.max_steps is None and not self.epochs > 0:
-            raise ConfigError(f"epochs must be > 0 when max_steps is None, got {self.epochs}.")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if self.save_every < 0 or self.warmup_steps < 0:
-            raise ConfigError("save_every and warmup_steps must be >= 0.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of the config (paths as strings, tuples as lists)."""
-        out = dataclasses.asdict(self)
-        for k, v in out.items():
-            if isinstance(v, os.PathLike):
-                out[k] = str(v)
-            elif isinstance(v, tuple):
-                out[k] = list(v)
-        out["data"] = str(self.data)
-        out["output_dir"] = str(self.output_dir)
-        if not isinstance(self.target_modules, str):
-            out["target_modules"] = list(self.target_modules)
-        return out
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    Attributes: ``output_dir``; ``checkpoint_steps`` (saved steps, increasing); ``total_steps``;
-    ``resumed_from`` (step the run continued from, or None); ``log`` (one row per optimiser step:
-    step, loss, grad_norm (pre-clipping), learning_rate (used by the step), seconds); ``seconds``
-    (wall time of this call).
-    """
-
-    output_dir: Path
-    checkpoint_steps: list[int]
-    total_steps: int
-    resumed_from: int | None
-    log: pd.DataFrame
-    seconds: float
-
-    def training_log_dataset(self):
-        """The log as run-dataset ``train_step`` variables (grad_norm, loss, learning_rate, ...)."""
-        from ..dataset import training_log_dataset
-
-        return training_log_dataset(self.log.drop(columns=["seconds"], errors="ignore"))
-
-
-def read_training_log(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``train_log.jsonl`` (a file or the folder holding it) into a DataFrame sorted by step.
-
-    Later lines win for a repeated step (a resumed run rewrites the steps after its checkpoint).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / TRAIN_LOG_NAME
-    if not path.exists():
-        raise ConfigError(f"no training log at {path}.")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
-
-
 
 # ----------------------------------------------------------------------------------------------------------
 _SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
-
-def _complete(ckpt: Path) -> bool:
-    """A checkpoint folder with weights, and (after step 0) the trainer state written last by the trainer."""
-    has_weights = any((ckpt / n).exists() for n in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json"))
-    return has_weights and (ckpt.name == "checkpoint-0" or (ckpt / _STATE_NAME).exists())
-
-
-def _existing_checkpoints(out: Path) -> list[int]:
-    steps = []
-    for p in out.glob("checkpoint-*"):
-        if p.is_dir() and p.name.split("-", 1)[1].isdigit() and _complete(p):
-            steps.append(int(p.name.split("-", 1)[1]))
-    return sorted(steps)
-
-
-def _save_step0(model: Any, out: Path) -> None:
-    """Write the untrained weights as ``checkpoint-0`` atomically (temporary folder, then rename)."""
-    final = out / "checkpoint-0"
-    tmp = out / f".checkpoint-0.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-
-
-def _prepare_output(cfg: TrainConfig) -> tuple[Path, int | None]:
-    """Create/verify the output folder; return it and the step to resume from (None = fresh start)."""
-    out = Path(cfg.output_dir)
-    cfg_path = out / _CONFIG_NAME
-    this = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
-    if out.exists() and any(out.iterdir()):
-        if cfg.overwrite:
-            for p in list(out.glob("checkpoint-*")) + list(out.glob(".checkpoint-*")) + [out / TRAIN_LOG_NAME, cfg_path]:
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        elif not cfg.resume:
-            raise OutputExistsError(f"{out} already holds a training run; pass overwrite=True to start afresh or resume=True to continue it.")
-        elif cfg_path.exists():
-            old = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k not in _RESUME_FREE}
-            if old != this:
-                diff = sorted(k for k in set(old) | set(this) if old.get(k) != this.get(k))
-                raise ConfigError(
-                    f"{out} holds a run with a different config (fields {diff}); resume needs the same config. "
-                    "Use another output_dir, or overwrite=True to start afresh."
-                )
-        elif _existing_checkpoints(out):
-            raise ConfigError(f"{out} holds checkpoints but no {_CONFIG_NAME}; cannot check it is the same run. Use another output_dir.")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".checkpoint-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for p in out.glob("checkpoint-*"):  # a checkpoint the trainer did not finish writing
-        if p.is_dir() and p.name != "checkpoint-0" and not _complete(p):
-            shutil.rmtree(p, ignore_errors=True)
-    atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str), overwrite=True)
-    done = [s for s in _existing_checkpoints(out) if s > 0]
-    return out, (done[-1] if done else None)
 
 
 def _step_log_callback(log_path: Path, save_at: set[int], user: Callable[[int, dict[str, float]], None] | None) -> Any:

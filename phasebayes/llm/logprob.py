@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentError, UnsupportedModelError
+
 __all__ = ["sequence_logprobs", "token_logprobs", "prefix_logprobs"]
 
 
@@ -59,9 +61,10 @@ def token_logprobs(
     floating-point rounding.
     """
     if len(prompts) != len(responses):
-        raise ValueError("prompts and responses must have the same length.")
+        raise ArgumentError(f"prompts ({len(prompts)}) and responses ({len(responses)}) must have the same length; "
+                            "pass one prompt per response.")
     if not temperature > 0:
-        raise ValueError("temperature must be > 0 for a likelihood.")
+        raise ArgumentError(f"temperature must be > 0 for a likelihood, got {temperature!r}; pass the sampling temperature.")
     kw = dict(temperature=temperature, pad_token_id=pad_token_id, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
     if share_prompts:
         return _token_logprobs_shared(model, prompts, responses, **kw)
@@ -92,7 +95,7 @@ def _token_logprobs_shared(
     T = float(temperature)
     for prompt, members in groups.items():
         if not prompt:
-            raise ValueError("a prompt must have at least one token.")
+            raise ArgumentError("a prompt must have at least one token; drop empty prompts or render them with the chat template.")
         todo = [i for i in members if len(responses[i])]
         for i in members:
             if not len(responses[i]):
@@ -147,7 +150,7 @@ def _output_cache(res: Any) -> Any:
         value = res.get(name) if hasattr(res, "get") else getattr(res, name, None)
         if value is not None:
             return value
-    raise RuntimeError("the model returned no key/value cache; use share_prompts=False.")
+    raise UnsupportedModelError("the model returned no key/value cache; use share_prompts=False.")
 
 
 def _token_logprobs_padded(
@@ -234,7 +237,7 @@ def prefix_logprobs(per_token: Sequence[np.ndarray], prefix_tokens: Sequence[int
     """
     ms = np.array([int(m) for m in prefix_tokens], dtype=np.int64)
     if (ms < 1).any():
-        raise ValueError(f"prefix lengths must be >= 1 token, got {ms.tolist()}.")
+        raise ArgumentError(f"prefix lengths must be >= 1 token, got {ms.tolist()}; drop the zero or negative ones.")
     n = len(per_token)
     lengths = np.array([len(t) for t in per_token], dtype=np.int64)
     padded = np.zeros((n, max(1, int(lengths.max(initial=0)))), dtype=np.float64)

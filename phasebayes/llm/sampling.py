@@ -12,27 +12,19 @@ hot-swapped (:class:`~phasebayes.llm.checkpoints.CheckpointSwitcher`):
 Every shard is written atomically, so a crash loses at most the checkpoint in flight and a rerun with
 the same arguments resumes. The shards are then consolidated into the run dataset (``docs/storage.md``),
 ``run.nc`` in the output folder, which is also returned.
-
-Output folder layout::
-
-    manifest.json          settings fingerprint (a rerun must match it, or pass overwrite=True)
-    samples/step-00000010.json
-    logp/ref-00000010.npz
-    run.nc                 the consolidated run dataset (no scores yet)
+Settings: :mod:`.generate_config`; inputs and the resume fingerprint: :mod:`.generate_inputs`; the
+shard layout and consolidation: :mod:`.consolidate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import functools
 import hashlib
 import json
 import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,155 +35,16 @@ import xarray as xr
 from ..errors import ConfigError
 from ..storage import atomic_path, atomic_write_text
 from .checkpoints import BASE_KIND, Checkpoint, CheckpointSwitcher, find_checkpoints
-from .prefix_logp import (
-    add_logp_prefix,
-    check_prefix_tokens,
-    prefix_lengths,
-    prefix_shard_arrays,
-    read_prefix_shard,
-    shard_lacks_prefixes,
-)
+from .consolidate import _MANIFEST, RUN_FILE, STOP_REASONS, _logp_path, _sample_path, consolidate
+from .generate_config import _RESUME_FREE, GenerateConfig
+from .generate_inputs import _as_prompts, _base_model_spec, _fingerprint
+from .prefix_logp import prefix_lengths, prefix_shard_arrays, shard_lacks_prefixes
 
 __all__ = ["GenerateConfig", "generate", "consolidate", "RUN_FILE", "STOP_REASONS"]
-
-RUN_FILE = "run.nc"
-STOP_REASONS = ("eos", "length")
-_MANIFEST = "manifest.json"
-# settings that do not change the result and may differ on a resumed run (``logp_prefix_tokens`` only
-# adds numbers: a logp shard that lacks a requested prefix length is recomputed, samples are kept)
-_RESUME_FREE = {"show_progress", "num_threads", "device", "logp_batch_size", "max_batch_tokens", "logp_prefix_tokens"}
-
-
-@dataclass
-class GenerateConfig:
-    """Sampling and scoring settings (defaults sized for a 2-core CPU demo).
-
-    Attributes
-    ----------
-    n_samples
-        Responses sampled per prompt and checkpoint.
-    temperature
-        Sampling temperature T (> 0); the log-probabilities use the same T (log-softmax of logits / T).
-    top_p
-        Must be 1.0: truncated sampling would make the stored likelihoods inconsistent with the sampler.
-    max_new_tokens
-        Generation stops after this many tokens (stop reason ``"length"``) or at EOS (``"eos"``).
-    batch_size
-        Sequences per ``generate`` call (larger is faster: on one CPU thread 48 gives ~2x the tokens/s of
-        12). Seeds are per checkpoint, so the samples depend on it: keep it fixed within a run.
-    logp
-        Compute cross-checkpoint log-probabilities (the ``logp`` array).
-    logp_window
-        K: score the samples of step index i under the checkpoints i-K..i+K (``None`` = all checkpoints).
-        The exact-likelihood dissimilarity with windows of half-length L needs K >= 2L - 1 (L = 1: K = 1;
-        L = 2: K = 3). Cost grows with 2K + 1.
-    logp_prefix_tokens
-        Prefix lengths m (tokens, each >= 1) for the ``logp_prefix`` array: log P(first m tokens of the
-        response | checkpoint ref_step), from the same teacher-forced per-token log-probabilities as
-        ``logp`` (a cumulative sum, no extra model call). Tokens are the generated ids, the final EOS
-        included; a response of at most m tokens contributes its whole log-probability (= ``logp``).
-        ``()`` = none. Changing it on a resumed run recomputes only the logp shards that lack a length.
-    logp_batch_size, max_batch_tokens
-        Sequences and padded response tokens per teacher-forcing pass (memory knobs: the logits of one
-        pass take ``max_batch_tokens × vocabulary × 4`` bytes, twice; they do not change results).
-    system_prompt
-        Optional system message put before each prompt (``None`` = the chat template's default).
-    seed
-        Base seed; checkpoint ``step`` samples with the seed derived from ``(seed, step)``.
-    include_base
-        Use the base model as step 0 when the checkpoint folder has no step-0 checkpoint.
-    dtype, device, num_threads, show_progress
-        Torch dtype name, device (default CUDA if available), CPU threads, tqdm bars.
-    """
-
-    n_samples: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    batch_size: int = 32
-    logp: bool = True
-    logp_window: int | None = 2
-    logp_prefix_tokens: tuple[int, ...] = (8, 16, 32)
-    logp_batch_size: int = 16
-    max_batch_tokens: int = 4096
-    system_prompt: str | None = None
-    seed: int = 0
-    include_base: bool = True
-    dtype: str = "float32"
-    device: str | None = None
-    num_threads: int | None = None
-    show_progress: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for invalid values."""
-        if int(self.n_samples) < 1 or int(self.max_new_tokens) < 1 or int(self.batch_size) < 1:
-            raise ConfigError("n_samples, max_new_tokens and batch_size must be >= 1.")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0 (a likelihood needs a proper sampling distribution), got {self.temperature}.")
-        if self.top_p != 1.0:
-            raise ConfigError(
-                f"top_p={self.top_p} truncates the sampling distribution, which the stored log-probabilities do "
-                "not account for; use top_p=1.0 (and lower the temperature for tamer text)."
-            )
-        if self.logp_window is not None and int(self.logp_window) < 0:
-            raise ConfigError(f"logp_window must be >= 0 or None, got {self.logp_window}.")
-        check_prefix_tokens(self.logp_prefix_tokens)
 
 
 def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
-
-
-def _as_prompts(prompts: str | os.PathLike | Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    from .chat_data import read_prompts
-
-    if isinstance(prompts, (str, os.PathLike)):
-        return read_prompts(prompts)
-    out = []
-    for p in prompts:
-        if not isinstance(p, dict) or "id" not in p or "text" not in p:
-            raise ConfigError("each prompt must be a dict with 'id' and 'text'.")
-        out.append({"id": str(p["id"]), "text": str(p["text"])})
-    if len({p["id"] for p in out}) != len(out):
-        raise ConfigError("prompt ids must be unique.")
-    if not out:
-        raise ConfigError("no prompts given.")
-    return out
-
-
-def _base_model_spec(
-    checkpoints: list[Checkpoint], base_model: str | os.PathLike | None, ckpt_dir: Path | None
-) -> str | None:
-    """The base model, in order: as given; the adapters' ``base_model_name_or_path``; the ``base_model``
-    of ``train_config.json`` in the checkpoint folder; a full checkpoint folder that has a tokenizer;
-    else ``None`` (the embedded default)."""
-    if base_model is not None:
-        return str(base_model)
-    for c in checkpoints:
-        if c.kind == "lora":
-            name = (c.adapter_config or {}).get("base_model_name_or_path")
-            if name and Path(name).is_dir():
-                return str(name)
-            if name:
-                raise ConfigError(
-                    f"the adapters were trained on {name!r}, which is not a local folder; pass base_model= a local "
-                    "copy of that model (phasebayes never downloads from a model hub)."
-                )
-    if ckpt_dir is not None and (ckpt_dir / "train_config.json").exists():
-        return json.loads((ckpt_dir / "train_config.json").read_text()).get("base_model")
-    for c in checkpoints:
-        if c.kind == "full" and c.path is not None and any(c.path.glob("tokenizer*")):
-            return str(c.path)
-    return None
-
-
-def _fingerprint(cfg: GenerateConfig, ckpts: list[Checkpoint], prompts: list[dict[str, str]], base: str) -> dict[str, Any]:
-    return {
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE},
-        "checkpoints": [[c.step, str(c.path) if c.path else None, c.kind] for c in ckpts],
-        "prompts": [[p["id"], p["text"]] for p in prompts],
-        "base_model": base,
-    }
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -283,14 +136,6 @@ def _clean_generation_config(model: Any, tokenizer: Any) -> list[int]:
     )
     return eos
 
-
-
-def _sample_path(out: Path, step: int) -> Path:
-    return out / "samples" / f"step-{step:08d}.json"
-
-
-def _logp_path(out: Path, step: int) -> Path:
-    return out / "logp" / f"ref-{step:08d}.npz"
 
 
 class _NoBar:
@@ -521,144 +366,3 @@ def generate(
     attrs["chat_template_sha256"] = hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()
     return consolidate(out, training_log=log, attrs=attrs, prefix_tokens=prefixes)
 
-
-def consolidate(
-    output_dir: str | os.PathLike,
-    *,
-    training_log: pd.DataFrame | str | os.PathLike | None = None,
-    attrs: dict[str, Any] | None = None,
-    save: bool = True,
-    prefix_tokens: Sequence[int] | None = None,
-) -> xr.Dataset:
-    """Build the run dataset from the shards in ``output_dir`` (and save it as ``run.nc`` if ``save``).
-
-    ``response``, ``token_ids`` and ``logp`` are lazy: they are read from the shard files one checkpoint
-    (log-probs: one reference checkpoint) at a time when indexed or saved, so consolidating a large run
-    never holds all texts in memory.
-
-    Variables: ``response`` (str), ``n_tokens`` (int: response tokens without the final EOS),
-    ``stop_reason`` (``"eos"``/``"length"``), ``token_ids`` (int32, the generated ids including the final
-    EOS, padded with -1 along ``token``), ``logp`` (float64 nats; dims step, prompt, sample, ref_step;
-    NaN outside the window), ``logp_prefix`` (float64 nats; dims step, prompt, sample, ref_step,
-    prefix_tokens: log-probability of the first ``prefix_tokens`` tokens; only when the logp shards hold
-    prefix data) and the training log (``train_step`` variables).
-
-    ``prefix_tokens`` selects the prefix lengths of ``logp_prefix`` (a length a shard lacks is NaN
-    there); ``None`` takes the lengths every logp shard holds, and no ``logp_prefix`` when there are none
-    (e.g. shards written before prefix log-probabilities existed).
-    """
-    from ..dataset import _version, save_run, training_log_dataset
-    from ..runstore import BlockArray, lazy_variable
-    from .finetune import read_training_log
-
-    out = Path(output_dir)
-    man = out / _MANIFEST
-    if not man.exists():
-        raise ConfigError(f"{out} has no {_MANIFEST}; run generate() first.")
-    fp = json.loads(man.read_text())
-    steps = [int(c[0]) for c in fp["checkpoints"]]
-    prompt_ids = [p[0] for p in fp["prompts"]]
-    prompt_texts = [p[1] for p in fp["prompts"]]
-    N = int(fp["config"]["n_samples"])
-    P, S = len(prompt_ids), len(steps)
-
-    shard_files = [out / "samples" / f"step-{s:08d}.json" for s in steps]
-    for s, f in zip(steps, shard_files):
-        if not f.exists():
-            raise ConfigError(f"sample shard for step {s} is missing ({f}); rerun generate() to finish the run.")
-    # one pass for the small per-answer arrays; texts, token ids and log-probs stay in their shard files
-    # and are read one checkpoint at a time when the dataset is saved (or indexed)
-    stop = np.empty((S, P, N), dtype=object)
-    n_tok = np.zeros((S, P, N), dtype=np.int64)
-    width, eos_ids = 1, None
-    for i, f in enumerate(shard_files):
-        sh = json.loads(f.read_text())
-        stop[i] = np.array(sh["stop_reason"], dtype=object).reshape(P, N)
-        n_tok[i] = np.asarray(sh["n_tokens"], dtype=np.int64).reshape(P, N)
-        width = max(width, max((len(t) for row in sh["token_ids"] for t in row), default=1))
-        if i == 0 and "eos_token_ids" in sh:
-            eos_ids = [int(e) for e in sh["eos_token_ids"]]
-
-    @functools.lru_cache(maxsize=2)
-    def shard(i: int) -> dict[str, Any]:
-        return json.loads(shard_files[i].read_text())
-
-    def load_text(i: int) -> np.ndarray:
-        arr = np.empty((P, N), dtype=object)
-        for p in range(P):
-            arr[p, :] = shard(i)["text"][p]
-        return arr
-
-    def load_tokens(i: int) -> np.ndarray:
-        arr = np.full((P, N, width), -1, dtype=np.int32)
-        for p in range(P):
-            for n, t in enumerate(shard(i)["token_ids"][p]):
-                arr[p, n, : len(t)] = t
-        return arr
-
-    index = {s: i for i, s in enumerate(steps)}
-
-    def load_logp(j: int) -> np.ndarray:
-        slab = np.full((S, P, N), np.nan)
-        f = out / "logp" / f"ref-{steps[j]:08d}.npz"
-        if f.exists():
-            with np.load(f) as z:
-                for k, w in enumerate(z["steps"]):
-                    slab[index[int(w)]] = z["logp"][k]
-        return slab
-
-    response = lazy_variable(("step", "prompt", "sample"), BlockArray((S, P, N), object, 0, load_text))
-    token_ids = lazy_variable(("step", "prompt", "sample", "token"), BlockArray((S, P, N, width), np.int32, 0, load_tokens))
-    logp = lazy_variable(("step", "prompt", "sample", "ref_step"), BlockArray((S, P, N, S), np.float64, 3, load_logp))
-    held: dict[int, tuple[list[int], dict[int, np.ndarray]]] = {}  # ref position -> (window, prefix data)
-    for j, s in enumerate(steps):
-        f = out / "logp" / f"ref-{s:08d}.npz"
-        if f.exists():
-            with np.load(f) as z:
-                held[j] = ([int(w) for w in z["steps"]], read_prefix_shard(z))
-    ds = xr.Dataset(
-        {
-            "response": (("step", "prompt", "sample"), response),
-            "n_tokens": (("step", "prompt", "sample"), n_tok),
-            "stop_reason": (("step", "prompt", "sample"), stop),
-            "token_ids": (("step", "prompt", "sample", "token"), token_ids),
-            "logp": (("step", "prompt", "sample", "ref_step"), logp),
-        },
-        coords={
-            "step": np.array(steps, dtype=np.int64),
-            "prompt": np.array(prompt_ids, dtype=object),
-            "prompt_text": ("prompt", np.array(prompt_texts, dtype=object)),
-            "sample": np.arange(N, dtype=np.int64),
-            "ref_step": np.array(steps, dtype=np.int64),
-            "token": np.arange(width, dtype=np.int64),
-        },
-    )
-    ds["logp"].attrs.update({"units": "nats", "description": "log P(response | prompt, checkpoint ref_step) at the sampling temperature; NaN = not computed"})
-    ds = add_logp_prefix(ds, held, prefix_tokens)
-    ds["n_tokens"].attrs["description"] = "response length in tokens, without the final EOS token"
-    ds["token_ids"].attrs["description"] = "generated token ids including the final EOS (stop_reason 'eos'); -1 = padding"
-    if training_log is not None:
-        from ..readers.training_logs import TrainingLog, training_log_variables
-        from ..readers.training_logs import read_training_log as read_any_log
-
-        log = read_any_log(training_log) if isinstance(training_log, (str, os.PathLike)) else training_log
-        if not isinstance(log, TrainingLog):
-            log = TrainingLog(log)
-        log.train = log.train.drop(columns=[c for c in ("seconds",) if c in log.train.columns])
-        ckpt_steps = [s for s in steps if s > 0] or steps
-        ds = ds.merge(training_log_variables(log, checkpoint_steps=ckpt_steps, rename=list(ds.variables)),
-                      combine_attrs="drop_conflicts")
-    ds.attrs.update(
-        {
-            "phasebayes_version": _version(),
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "stage": "generate",
-        }
-    )
-    if eos_ids is not None:
-        ds.attrs["eos_token_ids"] = eos_ids
-    if attrs:
-        ds.attrs.update({k: v for k, v in attrs.items() if v is not None})
-    if save:
-        save_run(ds, out / RUN_FILE, overwrite=True, require_scores=False)
-    return ds

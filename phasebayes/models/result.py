@@ -302,7 +302,7 @@ class ChangePointResult(_ModelChecks):
         children.update(self.extra)
         tree = xr.DataTree.from_dict({k: v for k, v in children.items()})
         tree.attrs.update({"phasebayes_model": "ChangePointModel", "config": self.config.to_json()})
-        from .. import __version__
+        from ..version import __version__
 
         tree.attrs["phasebayes_version"] = __version__
         return tree

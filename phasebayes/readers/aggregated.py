@@ -24,7 +24,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..dataset import _as_nonnegative_int, _netcdf_attrs, _parse_scales, _version, assemble_run, validate
+from ..run_build import _as_nonnegative_int, _parse_scales, assemble_run
+from ..run_contract import validate
+from ..runstore import netcdf_attrs as _netcdf_attrs
+from ..version import __version__
 from ..errors import RunDataError
 from .training_logs import TrainingLog, read_training_log, training_log_variables
 
@@ -85,7 +88,7 @@ def _finish(ds: xr.Dataset, form: str, training_log, prompt_text, attrs) -> xr.D
         if isinstance(training_log, (TrainingLog, pd.DataFrame)):
             training_log = training_log_variables(training_log, checkpoint_steps=ds["step"].values)
         ds = ds.merge(training_log, combine_attrs="drop_conflicts")
-    ds.attrs.update({"phasebayes_version": _version(), "aggregated": form,
+    ds.attrs.update({"phasebayes_version": __version__, "aggregated": form,
                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
     if attrs:
         ds.attrs.update(_netcdf_attrs(attrs))

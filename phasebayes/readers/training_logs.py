@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import RunDataError
+from ..errors import RunDataError, TrainingLogWarning
 from .trainer_state import TRAINER_STATE_NAME, find_trainer_states, read_trainer_state
 
 __all__ = ["TrainingLog", "TrainingLogWarning", "read_training_log", "read_tensorboard", "read_wandb_history",
@@ -35,10 +35,6 @@ __all__ = ["TrainingLog", "TrainingLogWarning", "read_training_log", "read_tenso
 
 _STEP_COLUMNS = ("train/global_step", "global_step", "trainer/global_step", "step", "_step")
 _WANDB_META = {"_runtime", "_timestamp", "_step", "_wandb"}
-
-
-class TrainingLogWarning(UserWarning):
-    """The training log and the checkpoints disagree (steps beyond the last checkpoint, missing signals)."""
 
 
 @dataclass

@@ -124,7 +124,7 @@ def render_html(analysis, *, ds=None, title: str = "phasebayes report", n_exampl
     s = []
     s.append(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>")
-    from .. import __version__
+    from ..version import __version__
 
     s.append(f"<h1>{html.escape(title)}</h1><p class=\"meta\">phasebayes {__version__} · {time.strftime('%Y-%m-%d %H:%M')} · "
              f"intervals: {ci} (posterior median and highest-density interval unless stated) · steps are training steps</p>")
