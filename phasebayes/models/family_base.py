@@ -188,8 +188,11 @@ class Family:
         """Simulator: the (lower, upper) scale of the simulated scores (NaN: unbounded)."""
         return (np.nan, np.nan)
 
-    def draw(self, rng: np.random.Generator, mu: np.ndarray, nuisance) -> np.ndarray:
-        """Random observations (observation scale) with means ``mu`` (any shape) and the nuisance value(s)."""
+    def draw(self, rng: np.random.Generator, mu: np.ndarray, nuisance, trials=None) -> np.ndarray:
+        """Random observations (observation scale) with means ``mu`` (any shape) and the nuisance value(s).
+
+        ``trials``: the largest value of a bounded count family (broadcast against ``mu``); ignored otherwise.
+        """
         raise NotImplementedError
 
     def sim_scores(self, x: np.ndarray, options: dict, integer_scores: bool = True) -> np.ndarray:

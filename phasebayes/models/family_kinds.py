@@ -59,7 +59,7 @@ class Beta(Family):
     def sim_scale(self, options):
         return (0.0, 100.0)
 
-    def draw(self, rng, mu, nuisance):
+    def draw(self, rng, mu, nuisance, trials=None):
         return rng.beta(mu * nuisance, (1 - mu) * nuisance)
 
     def sim_scores(self, x, options, integer_scores=True):
@@ -97,7 +97,7 @@ class Binomial(Family):
     def sim_scale(self, options):
         return (0.0, 1.0)
 
-    def draw(self, rng, mu, nuisance):
+    def draw(self, rng, mu, nuisance, trials=None):
         return (rng.random(np.shape(mu)) < mu).astype(float)
 
 
@@ -127,7 +127,7 @@ class Normal(Family):
     def nuisance_prior(self, pm, priors, data_sd, dims):
         return pm.HalfNormal(self.nuisance, sigma=2.0 * np.asarray(data_sd), dims=dims)
 
-    def draw(self, rng, mu, nuisance):
+    def draw(self, rng, mu, nuisance, trials=None):
         return rng.normal(mu, nuisance * np.ones(np.shape(mu)))
 
 
@@ -153,7 +153,7 @@ class Poisson(Family):
     def level_prior(self, priors, data_mean, data_sd):
         return float(np.log(data_mean + 0.5)), priors["level_sd_link"]
 
-    def draw(self, rng, mu, nuisance):
+    def draw(self, rng, mu, nuisance, trials=None):
         return rng.poisson(mu).astype(float)
 
 
@@ -205,7 +205,7 @@ class NegativeBinomial(Poisson):
     def nuisance_prior(self, pm, priors, data_sd, dims):
         return pm.LogNormal(self.nuisance, mu=priors["nb_alpha_log_mean"], sigma=priors["nb_alpha_log_sd"], dims=dims)
 
-    def draw(self, rng, mu, nuisance):
+    def draw(self, rng, mu, nuisance, trials=None):
         return rng.poisson(rng.gamma(nuisance * np.ones(np.shape(mu)), mu / nuisance)).astype(float)
 
 

@@ -28,8 +28,7 @@ import xarray as xr
 
 from ..dataset import order_parameter_scale, validate
 from ..errors import ModelSpecError, RunDataError
-from .families import cell_loglik, nb_shared_loglik, prepare_scores, pytensor_math, sufficient_statistics
-from .links import _EPS, _inv_link
+from .families import get_family, prepare_scores, pytensor_math, sufficient_statistics
 
 __all__ = ["MultiRunChangePointModel", "stack_runs", "is_multi_run"]
 
@@ -175,15 +174,13 @@ class MultiRunChangePointModel:
             s = pt.sigmoid((self.u[None, None, :, None] - tau_krp[:, :, None, :]) / width[:, None, None, None])  # (K,R,T,P)
             total = 0.0
             for fam, ix in self.groups.items():
-                nuis = self._nuisance_rv(pm, fam, ix)
-                A = _inv_link(fam, levels["before"][ix], pt)[:, :, None, :]
-                B = _inv_link(fam, levels["after"][ix], pt)[:, :, None, :]
-                mu = (A + (B - A) * s[ix]).reshape((len(ix), R * T, P))
-                if fam in ("beta", "binomial"):
-                    mu = pt.clip(mu, _EPS, 1 - _EPS)
-                total = total + pt.sum(cell_loglik(fam, self.stats[fam], mu, nuis, m))
-                if fam == "negative_binomial":
-                    total = total + pt.sum(nb_shared_loglik(self.stats[fam], nuis[:, 0, 0], m))
+                F, nuis = get_family(fam), self._nuisance_rv(pm, fam, ix)
+                A = F.inv_link(levels["before"][ix], pt)[:, :, None, :]
+                B = F.inv_link(levels["after"][ix], pt)[:, :, None, :]
+                mu = F.clip((A + (B - A) * s[ix]).reshape((len(ix), R * T, P)), pt)
+                total = total + pt.sum(F.loglik(self.stats[fam], mu, nuis, m))
+                if nuis is not None:
+                    total = total + pt.sum(F.shared_loglik(self.stats[fam], nuis[:, 0, 0], m))
             pm.Potential("loglik", total)
         return model
 
