@@ -14,9 +14,10 @@ import numpy as np
 from ..errors import ModelSpecError
 from .family_base import EPS, NUMPY_MATH, CellStats, Family, pytensor_math, squeeze_unit  # noqa: F401  (re-exported)
 from .family_kinds import Beta, Binomial, NegativeBinomial, Normal, Ordinal, Poisson
+from .zero_inflated import ZeroInflatedBinomial
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (Beta(), Binomial(), Normal(), Poisson(), NegativeBinomial(),
-                                                   Ordinal())}
+                                                   Ordinal(), ZeroInflatedBinomial())}
 """Every likelihood family by name."""
 
 ORDINAL_MAX_CATEGORIES = 11
