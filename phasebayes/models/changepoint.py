@@ -221,8 +221,8 @@ class ChangePointModel(_NumpyMirror):
         for k, op in enumerate(ops):
             self.groups.setdefault(fams[op], []).append(k)
         self.groups = {f: np.array(ix) for f, ix in self.groups.items()}
-        self.n_cat = np.array([n_categories(order_parameter_scale(ds, op)) if np.all(np.isfinite(order_parameter_scale(ds, op)))
-                               else 0 for op in ops])
+        self.n_cat = np.array([n_categories(order_parameter_scale(ds, op)) if get_family(fams[op]).bounded_integer else 0
+                               for op in ops])
         self.stats: dict[str, CellStats] = self._cell_statistics()
         # ordinal order parameters: the population latent level before the transition is pinned at 0
         self.before_free = np.array([0.0 if fams[op] == "ordinal" else 1.0 for op in ops])

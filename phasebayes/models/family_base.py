@@ -107,6 +107,7 @@ class Family:
     ``link`` (``"logit"``, ``"log"`` or ``"identity"``: mean ↔ linear predictor); ``nuisance`` (the
     name of its one nuisance parameter per order parameter, used for the posterior variable and the
     simulator's keyword, or None); ``unit_mean`` (the mean is a probability, clipped into (EPS, 1 − EPS));
+    ``bounded_integer`` (:meth:`statistics` needs the number of values of the integer scale);
     ``default_levels`` (the simulator's (before, after) expected score); ``sim_defaults`` (the
     simulator's family options, e.g. the nuisance value).
     """
@@ -115,6 +116,7 @@ class Family:
     link: str = "identity"
     nuisance: str | None = None
     unit_mean: bool = False
+    bounded_integer: bool = False
     default_levels: tuple[float, float] = (0.0, 1.0)
     sim_defaults: dict[str, float] = {}
 

@@ -212,7 +212,7 @@ class NegativeBinomial(Poisson):
 class Ordinal(Family):
     """Likert scores: cumulative-logit likelihood with cut points (:mod:`phasebayes.models.ordinal`)."""
 
-    name = "ordinal"
+    name, bounded_integer = "ordinal", True
     default_levels = (4.0, 2.0)  # expected Likert score (1-5 by default)
 
     def prepare(self, y, scale, *, threshold=None, below=True):

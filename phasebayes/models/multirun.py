@@ -28,7 +28,7 @@ import xarray as xr
 
 from ..dataset import order_parameter_scale, validate
 from ..errors import ModelSpecError, RunDataError
-from .families import get_family, prepare_scores, pytensor_math, sufficient_statistics
+from .families import get_family, n_categories, prepare_scores, pytensor_math, sufficient_statistics
 
 __all__ = ["MultiRunChangePointModel", "stack_runs", "is_multi_run"]
 
@@ -132,7 +132,10 @@ class MultiRunChangePointModel:
         K, R, T, P, N = self.obs.shape
         self.shape = (K, R, T, P)
         # cells of all runs side by side on the step axis: (k, R*T, P)
-        self.stats = {f: sufficient_statistics(f, self.obs[ix].reshape(len(ix), R * T, P, N)) for f, ix in self.groups.items()}
+        n_values = np.array([n_categories(order_parameter_scale(first, op)) if get_family(fams[op]).bounded_integer else 0
+                             for op in ops])
+        self.stats = {f: sufficient_statistics(f, self.obs[ix].reshape(len(ix), R * T, P, N), n_values[ix])
+                      for f, ix in self.groups.items()}
         self.data_mean = np.array([np.nanmean(self.obs[k]) for k in range(K)])
         self.data_sd = np.array([max(np.nanstd(self.obs[k]), 1e-6) for k in range(K)])
         self._single = ChangePointModel.__new__(ChangePointModel)  # prior helpers of the single-run model

@@ -25,7 +25,7 @@ from .family_base import NUMPY_MATH, CellStats, Family, integer_scale
 class ZeroInflatedBinomial(Family):
     """Binomial(n, μ) counts with an extra probability π of a structural zero (nuisance ``zero_inflation``)."""
 
-    name, link, nuisance, unit_mean = "zero_inflated_binomial", "logit", "zero_inflation", True
+    name, link, nuisance, unit_mean, bounded_integer = "zero_inflated_binomial", "logit", "zero_inflation", True, True
     default_levels = (8.0, 3.0)  # expected successes of 10 trials (answers that are not structural zeros)
     sim_defaults = {"zero_inflation": 0.2, "n_trials": 10}
 
