@@ -63,3 +63,14 @@ def test_zero_inflated_binomial_recovers_tau_and_zero_inflation():
     assert abs(lv.loc[("successes", "after"), "median"] - 3.0) < 0.8
     ppc = res.posterior_predictive(n_draws=20)
     assert float(ppc["cell_mean"].max()) <= 10.0
+
+
+def test_zero_inflated_binomial_in_a_multi_run_model_with_other_families():
+    """Several runs: the family's trials come from the scale; the model's log density is finite at the start."""
+    runs, _ = pb.simulate_study(n_runs=2, order_parameters=["a", "b"], seed=1, n_steps=6, n_prompts=2, n_samples=5,
+                                likelihood={"a": "zero_inflated_binomial", "b": "negative_binomial"})
+    m = pb.ChangePointModel(runs, likelihood={"a": "zero_inflated_binomial", "b": "negative_binomial"})
+    np.testing.assert_array_equal(m.stats["zero_inflated_binomial"].n_categories, [11])
+    model = m.build()
+    assert "zero_inflation" in model.named_vars and "dispersion" in model.named_vars
+    assert np.isfinite(model.compile_logp()(model.initial_point()))
