@@ -207,7 +207,7 @@ class ChangePointModel(_NumpyMirror):
                     fams[op],
                     ds["score"].sel(order_parameter=op).values,
                     order_parameter_scale(ds, op),
-                    threshold=threshold if fams[op] == "binomial" else None,
+                    threshold=threshold,  # only the binomial family reads it
                     below=below,
                 )
                 for op in ops

@@ -148,6 +148,10 @@ class Family:
         """Per-cell sums of ``obs`` with shape ``(K, T, P, N)`` (observation scale, NaN = missing)."""
         raise NotImplementedError
 
+    def from_sums(self, n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> CellStats:
+        """Cell statistics from aggregated judgements: answers ``n``, Σ y ``s1``, Σ y² ``s2``, each ``(K, T, P)``."""
+        raise ModelSpecError(f"likelihood '{self.name}' needs per-answer scores, not per-cell counts or summaries.")
+
     def loglik(self, stats: CellStats, mu, nuisance, m=NUMPY_MATH):
         """Summed log-likelihood of each cell given its mean ``mu`` (broadcast against ``stats.n``).
 

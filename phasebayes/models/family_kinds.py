@@ -89,7 +89,10 @@ class Binomial(Family):
     def statistics(self, obs, categories=None):
         """``s1`` = number of successes."""
         finite = np.isfinite(obs)
-        return CellStats(finite.sum(-1).astype(float), np.where(finite, obs, 0.0).sum(-1), _zero(obs), _zero(obs))
+        return self.from_sums(finite.sum(-1).astype(float), np.where(finite, obs, 0.0).sum(-1), None)
+
+    def from_sums(self, n, s1, s2):
+        return CellStats(n, s1, np.zeros_like(n), np.zeros_like(n))
 
     def loglik(self, stats, mu, nuisance, m=NUMPY_MATH):
         return stats.s1 * m.log(mu) + (stats.n - stats.s1) * m.log1p(-mu)
@@ -112,7 +115,10 @@ class Normal(Family):
         finite = np.isfinite(obs)
         n = finite.sum(-1).astype(float)
         z = np.where(finite, obs, 0.0)
-        return CellStats(n, z.sum(-1), (z * z).sum(-1), -0.5 * n * np.log(2 * np.pi))
+        return self.from_sums(n, z.sum(-1), (z * z).sum(-1))
+
+    def from_sums(self, n, s1, s2):
+        return CellStats(n, s1, s2, -0.5 * n * np.log(2 * np.pi))
 
     def loglik(self, stats, mu, nuisance, m=NUMPY_MATH):
         n, s1, s2 = stats.n, stats.s1, stats.s2

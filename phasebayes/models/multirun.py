@@ -120,7 +120,7 @@ class MultiRunChangePointModel:
         # observations (K, R, T, P, N) on each family's scale
         self.obs = np.stack([prepare_scores(fams[op], score.sel(order_parameter=op).values,
                                             order_parameter_scale(first, op),
-                                            threshold=threshold if fams[op] == "binomial" else None, below=below)
+                                            threshold=threshold, below=below)
                              for op in ops])
         self.n_finite = np.isfinite(self.obs).sum(axis=(1, 2, 3, 4))
         if (np.isfinite(self.obs).sum(axis=(2, 3, 4)) == 0).any():
