@@ -30,7 +30,9 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
     if a.prefix_tokens < 0:
         raise ConfigError(f"{src}: [analyze].prefix_tokens must be >= 0 (0 = whole answers), got {a.prefix_tokens}.")
     _choice(src, "[analyze].ci_kind", a.ci_kind, ("hdi", "eti"))
-    families = ("auto", "beta", "binomial", "normal", "poisson", "negative_binomial")
+    from .models.families import FAMILIES
+
+    families = ("auto", *FAMILIES)
     likes = a.likelihood.values() if isinstance(a.likelihood, dict) else [a.likelihood]
     for like in likes:
         _choice(src, "[analyze].likelihood", like, families)

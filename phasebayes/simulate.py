@@ -16,20 +16,15 @@ import xarray as xr
 
 from .dataset import STATUS, assemble_run, training_log_dataset
 from .errors import ModelSpecError
+from .models.families import FAMILIES as _FAMILY_OBJECTS
+from .models.families import get_family
 
 __all__ = ["simulate_run", "simulate_study", "SimulationTruth", "StudyTruth", "FAMILIES", "transition_curve"]
 
-FAMILIES = ("beta", "binomial", "normal", "poisson", "negative_binomial", "ordinal")
+FAMILIES = tuple(_FAMILY_OBJECTS)
 
-# Default levels (before, after) of the expected score, on the family's natural scale.
-_DEFAULT_LEVELS = {
-    "beta": (80.0, 30.0),  # 0–100 judge score
-    "binomial": (0.1, 0.6),  # probability of the indicator
-    "normal": (0.0, 2.0),
-    "poisson": (20.0, 60.0),  # e.g. response length in tokens
-    "negative_binomial": (20.0, 60.0),
-    "ordinal": (4.0, 2.0),  # expected Likert score (1-5 by default)
-}
+# Default levels (before, after) of the expected score, in score units (each family's ``default_levels``).
+_DEFAULT_LEVELS = {name: f.default_levels for name, f in _FAMILY_OBJECTS.items()}
 
 
 def transition_curve(t: np.ndarray, tau: float, width: float, before: float, after: float, kind: str = "sigmoid") -> np.ndarray:
@@ -98,11 +93,17 @@ def _per_op(value, ops: list[str], default, name: str):
 
 
 def _link(family: str):
-    if family in ("beta", "binomial"):
-        return (lambda m: np.log(m) - np.log1p(-m)), (lambda x: 1.0 / (1.0 + np.exp(-x)))
-    if family in ("poisson", "negative_binomial"):
-        return np.log, np.exp
-    return (lambda m: m), (lambda x: x)
+    fam = get_family(family)
+    return fam.link_fn, fam.inv_link
+
+
+def _family_options(concentration: float, noise_sd: float, dispersion: float, extra: Mapping | None) -> dict:
+    """Nuisance values and other options of every family for the simulator (``family_options`` overrides)."""
+    opts = {k: v for f in _FAMILY_OBJECTS.values() for k, v in f.sim_defaults.items()}
+    unknown = set(extra or {}) - set(opts)
+    if unknown:
+        raise ModelSpecError(f"unknown family_options {sorted(unknown)}; known: {sorted(opts)}.")
+    return {**opts, "concentration": concentration, "noise_sd": noise_sd, "dispersion": dispersion, **(extra or {})}
 
 
 def _ordinal_link(cuts: np.ndarray):
@@ -142,6 +143,7 @@ def simulate_run(
     dispersion: float = 5.0,
     n_categories: int | Mapping[str, int] = 5,
     cutpoints: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+    family_options: Mapping[str, float] | None = None,
     missing_fraction: float = 0.0,
     max_step: int = 1000,
     uneven_steps: bool = False,
@@ -174,6 +176,9 @@ def simulate_run(
         deviations are zero-sum across prompts, so the population values are the prompt means.
     concentration, noise_sd, dispersion
         Beta φ, normal σ, negative-binomial α (variance μ + μ²/α).
+    family_options
+        Options of the other families by name (each family's ``sim_defaults``), e.g.
+        ``{"zero_inflation": 0.3, "n_trials": 10}`` for ``zero_inflated_binomial``.
     n_categories, cutpoints
         ``ordinal``: scores 1..n_categories (Likert; one value or a dict per order parameter) from a cumulative-logit model with these cut
         points (default evenly spaced from -2 to 2); ``levels`` are expected scores, prompt level
@@ -204,6 +209,7 @@ def simulate_run(
         raise ModelSpecError(f"transition must be 'sigmoid' or 'step', got {transition!r}.")
     if n_steps < 3:
         raise ModelSpecError("n_steps must be at least 3.")
+    opts = _family_options(concentration, noise_sd, dispersion, family_options)
 
     if uneven_steps:
         u = np.linspace(0.0, 1.0, n_steps)
@@ -230,7 +236,7 @@ def simulate_run(
             cuts = np.asarray(cp if cp is not None else np.linspace(-2, 2, n_cat - 1), dtype=float)
             link, inv = _ordinal_link(cuts)
         before, after = (float(x) for x in lv[op])
-        frac = 100.0 if f == "beta" else 1.0
+        frac = get_family(f).score_unit(opts)
         b_link = link(before / frac) + _zero_sum(rng.normal(0.0, prompt_level_sd, n_prompts))
         a_link = link(after / frac) + _zero_sum(rng.normal(0.0, prompt_level_sd, n_prompts))
         # population level = inverse link of the mean prompt link level (what the model estimates)
@@ -253,25 +259,11 @@ def simulate_run(
             ],
             axis=1,
         )[..., None] * np.ones(n_samples)
-        if f == "beta":
-            m = np.clip(mean / 100.0, 1e-6, 1 - 1e-6)
-            x = rng.beta(m * concentration, (1 - m) * concentration)
-            y = 100.0 * x
-            score[k] = np.round(y) if integer_scores else y
-            scales.append((0.0, 100.0))
-        elif f == "binomial":
-            score[k] = (rng.random(mean.shape) < mean).astype(float)
-            scales.append((0.0, 1.0))
-        elif f == "normal":
-            score[k] = rng.normal(mean, noise_sd)
-            scales.append((np.nan, np.nan))
-        elif f == "poisson":
-            score[k] = rng.poisson(mean).astype(float)
-            scales.append((np.nan, np.nan))
-        else:
-            lam = rng.gamma(dispersion, mean / dispersion)
-            score[k] = rng.poisson(lam).astype(float)
-            scales.append((np.nan, np.nan))
+        F = get_family(f)
+        m = np.clip(mean / frac, 1e-6, 1 - 1e-6) if F.unit_mean else mean / frac
+        x = F.draw(rng, m, opts.get(F.nuisance), opts.get("n_trials"))
+        score[k] = F.sim_scores(x, opts, integer_scores)
+        scales.append(F.sim_scale(opts))
 
     status = np.full(score.shape, STATUS["ok"], dtype=np.int16)
     if missing_fraction > 0:
@@ -320,7 +312,7 @@ def simulate_run(
         prompt_tau=prompt_tau,
         prompt_before=prompt_before,
         prompt_after=prompt_after,
-        nuisance={"concentration": concentration, "noise_sd": noise_sd, "dispersion": dispersion},
+        nuisance={k: float(v) for k, v in opts.items()},
         grad_peak=float(grad_peak),
         grad_spike_steps=spike_steps,
     )
@@ -374,7 +366,7 @@ def simulate_study(
             tau_r[op] = float(taus[op]) + run_tau_sd * rng.normal()
             run_tau[op][r] = tau_r[op]
             link, inv = _link(fam[op]) if fam[op] != "ordinal" else (lambda m: m, lambda x: x)
-            frac = 100.0 if fam[op] == "beta" else 1.0
+            frac = get_family(fam[op]).score_unit(_family_options(0, 0, 0, run_kwargs.get("family_options")))
             shift = run_level_sd * rng.normal() if fam[op] != "ordinal" else 0.0
             lv_r[op] = tuple(float(inv(link(v / frac) + shift)) * frac for v in lv[op])
         ds, truth = simulate_run(order_parameters=ops, likelihood=fam, tau=tau_r, levels=lv_r, max_step=max_step,

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ModelSpecError, RunDataError
-from .families import CellStats
+from .families import CellStats, get_family
 
 __all__ = ["AGGREGATED_LIKELIHOODS", "AggregatedCells", "aggregated_form", "aggregated_cells", "require_per_answer"]
 
@@ -101,11 +101,7 @@ def aggregated_cells(ds: xr.Dataset, ops: list[str], likelihood="auto", threshol
     groups: dict[str, list[int]] = {}
     for k, op in enumerate(ops):
         groups.setdefault(fams[op], []).append(k)
-    stats = {}
-    for fam, ix in groups.items():
-        ix = np.array(ix)
-        const = -0.5 * n[ix] * np.log(2 * np.pi) if fam == "normal" else np.zeros_like(n[ix])
-        stats[fam] = CellStats(n[ix], s1[ix], s2[ix] if fam == "normal" else np.zeros_like(n[ix]), const)
+    stats = {fam: get_family(fam).from_sums(n[ix], s1[ix], s2[ix]) for fam, ix in groups.items()}
     n_total = n.sum(axis=(1, 2))
     mean = s1.sum(axis=(1, 2)) / np.maximum(n_total, 1)
     second = np.where([fams[o] == "binomial" for o in ops], mean, s2.sum(axis=(1, 2)) / np.maximum(n_total, 1))

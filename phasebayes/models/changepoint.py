@@ -44,12 +44,10 @@ from ..dataset import order_parameter_scale, validate
 from ..errors import ModelSpecError, RunDataError
 from .aggregated import aggregated_cells, aggregated_form  # aggregated judgements (from_counts / from_summaries)
 from .families import (
-    FAMILIES,
     CellStats,
-    cell_loglik,
     ORDINAL_MAX_CATEGORIES,
+    get_family,
     n_categories,
-    nb_shared_loglik,
     prepare_scores,
     pytensor_math,
     sufficient_statistics,
@@ -209,7 +207,7 @@ class ChangePointModel(_NumpyMirror):
                     fams[op],
                     ds["score"].sel(order_parameter=op).values,
                     order_parameter_scale(ds, op),
-                    threshold=threshold if fams[op] == "binomial" else None,
+                    threshold=threshold,  # only the binomial family reads it
                     below=below,
                 )
                 for op in ops
@@ -223,7 +221,8 @@ class ChangePointModel(_NumpyMirror):
         for k, op in enumerate(ops):
             self.groups.setdefault(fams[op], []).append(k)
         self.groups = {f: np.array(ix) for f, ix in self.groups.items()}
-        self.n_cat = np.array([n_categories(order_parameter_scale(ds, op)) if fams[op] == "ordinal" else 0 for op in ops])
+        self.n_cat = np.array([n_categories(order_parameter_scale(ds, op)) if get_family(fams[op]).bounded_integer else 0
+                               for op in ops])
         self.stats: dict[str, CellStats] = self._cell_statistics()
         # ordinal order parameters: the population latent level before the transition is pinned at 0
         self.before_free = np.array([0.0 if fams[op] == "ordinal" else 1.0 for op in ops])
@@ -258,8 +257,7 @@ class ChangePointModel(_NumpyMirror):
     # ------------------------------------------------------------------ set-up
     def _cell_statistics(self) -> dict[str, CellStats]:
         """Per-cell sufficient statistics of each family group (the only use of the raw scores)."""
-        return {f: sufficient_statistics(f, self.obs[ix], self.n_cat[ix] if f == "ordinal" else None)
-                for f, ix in self.groups.items()}
+        return {f: sufficient_statistics(f, self.obs[ix], self.n_cat[ix]) for f, ix in self.groups.items()}
 
     @staticmethod
     def _resolve_likelihood(ds, ops, likelihood, threshold) -> dict[str, str]:
@@ -289,8 +287,10 @@ class ChangePointModel(_NumpyMirror):
         else:
             fams = {o: likelihood for o in ops}
         for op, f in fams.items():
-            if f not in FAMILIES:
-                raise ModelSpecError(f"unknown likelihood {f!r} for '{op}'; choose one of {FAMILIES}.")
+            try:
+                get_family(f)
+            except ModelSpecError as err:
+                raise ModelSpecError(f"{err} (order parameter '{op}')") from None
         return fams
 
     @property
@@ -298,19 +298,12 @@ class ChangePointModel(_NumpyMirror):
         return self.config.transition
 
     def _link_level_prior(self, k: int) -> tuple[float, float]:
-        f = self.config.likelihood[self.order_parameters[k]]
-        p = self.config.priors
-        if f in ("beta", "binomial"):
-            return 0.0, p["level_sd_link"]
-        if f in ("poisson", "negative_binomial"):
-            return float(np.log(self.data_mean[k] + 0.5)), p["level_sd_link"]
-        if f == "ordinal":
-            return 0.0, p["level_sd_ordinal"]
-        return float(self.data_mean[k]), p["level_sd_normal"] * float(self.data_sd[k])
+        fam = get_family(self.config.likelihood[self.order_parameters[k]])
+        return fam.level_prior(self.config.priors, self.data_mean[k], self.data_sd[k])
 
     def _prompt_level_scale(self, k: int) -> float:
-        f = self.config.likelihood[self.order_parameters[k]]
-        return float(self.data_sd[k]) if f == "normal" else self.config.priors["prompt_level_sd_link"]
+        fam = get_family(self.config.likelihood[self.order_parameters[k]])
+        return fam.prompt_level_scale(self.config.priors, self.data_sd[k])
 
     def step_log_prior(self) -> np.ndarray:
         """Log prior of the step model over candidate grid positions j = 1..T−1 (∝ gap before t_j)."""
@@ -377,32 +370,26 @@ class ChangePointModel(_NumpyMirror):
 
             total = 0.0
             for fam, ix in self.groups.items():
-                st = self.stats[fam]
+                st, F = self.stats[fam], get_family(fam)
                 if fam == "ordinal":
                     total = total + ordinal_graph(self, ix, lb, la if has_transition else None,
                                                   s[ix] if cfg.transition == "sigmoid" else None)
                     continue
                 nuis = self._nuisance_rv(pm, fam, ix)
-                A = _inv_link(fam, lb[ix], pt)[:, None, :]  # (k,1,P)
-                if fam in ("beta", "binomial"):
-                    A = pt.clip(A, _EPS, 1 - _EPS)
+                A = F.clip(F.inv_link(lb[ix], pt)[:, None, :], pt)  # (k,1,P)
                 if cfg.transition == "none":
-                    total = total + pt.sum(cell_loglik(fam, st, self._judge_mean(A, fam, ix), nuis, m))
+                    total = total + pt.sum(F.loglik(st, self._judge_mean(A, fam, ix), nuis, m))
                     continue
-                B = _inv_link(fam, la[ix], pt)[:, None, :]
-                if fam in ("beta", "binomial"):
-                    B = pt.clip(B, _EPS, 1 - _EPS)
+                B = F.clip(F.inv_link(la[ix], pt)[:, None, :], pt)
                 if cfg.transition == "sigmoid":
-                    mu = A + (B - A) * s[ix]
-                    if fam in ("beta", "binomial"):
-                        mu = pt.clip(mu, _EPS, 1 - _EPS)
-                    total = total + pt.sum(cell_loglik(fam, st, self._judge_mean(mu, fam, ix), nuis, m))
+                    mu = F.clip(A + (B - A) * s[ix], pt)
+                    total = total + pt.sum(F.loglik(st, self._judge_mean(mu, fam, ix), nuis, m))
                 else:  # step: exact marginalisation over the first post-transition grid index j
-                    ll_pre = pt.sum(cell_loglik(fam, st, A, nuis, m), axis=2)  # (k,T)
-                    ll_post = pt.sum(cell_loglik(fam, st, B, nuis, m), axis=2)
+                    ll_pre = pt.sum(F.loglik(st, A, nuis, m), axis=2)  # (k,T)
+                    ll_post = pt.sum(F.loglik(st, B, nuis, m), axis=2)
                     total = total + self.step_marginal(ll_pre, ll_post)
-                if fam == "negative_binomial":
-                    total = total + pt.sum(nb_shared_loglik(st, nuis[:, 0, 0], m))
+                if nuis is not None:
+                    total = total + pt.sum(F.shared_loglik(st, nuis[:, 0, 0], m))
             pm.Potential("loglik", total)
         return model
 
@@ -419,20 +406,13 @@ class ChangePointModel(_NumpyMirror):
         return pt.sum(pm.math.logsumexp(self.step_log_prior()[None, :] + cum_pre + suffix, axis=1))
 
     def _nuisance_rv(self, pm, fam: str, ix: np.ndarray):
-        p = self.config.priors
-        name = {"beta": "concentration", "normal": "noise_sd", "negative_binomial": "dispersion"}.get(fam)
-        if name is None:
+        """The family's nuisance parameter, one per order parameter of ``ix``, as ``(k, 1, 1)`` (or None)."""
+        F = get_family(fam)
+        if F.nuisance is None:
             return None
-        ops = [self.order_parameters[k] for k in ix]
-        dim = f"{name}_op"
-        pm.modelcontext(None).add_coord(dim, ops)
-        if fam == "beta":
-            rv = pm.LogNormal(name, mu=p["beta_phi_log_mean"], sigma=p["beta_phi_log_sd"], dims=dim)
-        elif fam == "normal":
-            rv = pm.HalfNormal(name, sigma=2.0 * self.data_sd[ix], dims=dim)
-        else:
-            rv = pm.LogNormal(name, mu=p["nb_alpha_log_mean"], sigma=p["nb_alpha_log_sd"], dims=dim)
-        return rv[:, None, None]
+        dim = f"{F.nuisance}_op"
+        pm.modelcontext(None).add_coord(dim, [self.order_parameters[k] for k in ix])
+        return F.nuisance_prior(pm, self.config.priors, self.data_sd[ix], dim)[:, None, None]
 
     # ------------------------------------------------------------------ fitting
     def fit(

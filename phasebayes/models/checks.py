@@ -12,7 +12,8 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import ModelSpecError
-from .links import _EPS, _ScoreScale
+from .families import get_family
+from .links import _ScoreScale
 from .sampling import _flat, _sample
 
 
@@ -43,23 +44,14 @@ class _ModelChecks:
 
                 reps[:, ix] = m._ordinal_cells(sub, ix, sub.get("tau_index"), draw)
                 continue
-            mk = m._judge_mean(mu[:, ix], fam, ix, sub)
+            F = get_family(fam)
+            mk = F.clip(m._judge_mean(mu[:, ix], fam, ix, sub))
             nu = m._nuisance_draws(sub, fam, ix)
             nmax = int(n.max())
-            shape = (*mk.shape, nmax)
             mask = np.arange(nmax) < n[..., None]
-            if fam == "beta":
-                mk = np.clip(mk, _EPS, 1 - _EPS)
-                x = rng.beta((mk * nu)[..., None] * np.ones(nmax), ((1 - mk) * nu)[..., None] * np.ones(nmax))
-            elif fam == "binomial":
-                x = (rng.random(shape) < mk[..., None]).astype(float)
-            elif fam == "normal":
-                x = rng.normal(mk[..., None], nu[..., None] * np.ones(nmax))
-            elif fam == "poisson":
-                x = rng.poisson(mk[..., None] * np.ones(nmax)).astype(float)
-            else:
-                lam = rng.gamma(nu[..., None] * np.ones(nmax), (mk / nu)[..., None] * np.ones(nmax))
-                x = rng.poisson(lam).astype(float)
+            st = m.stats[fam]
+            trials = None if st.n_categories is None else (st.n_categories - 1.0)[None, :, None, None, None]
+            x = F.draw(rng, mk[..., None] * np.ones(nmax), None if nu is None else nu[..., None], trials)
             reps[:, ix] = np.where(mask, x, 0.0).sum(-1) / np.maximum(n, 1)
         observed = np.nanmean(np.where(np.isfinite(m.obs), m.obs, np.nan), axis=-1)
         for k in range(len(m.order_parameters)):

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
+from scipy import special
 
 from ..dataset import order_parameter_scale
+from .family_base import EPS as _EPS  # noqa: F401  (re-exported)
+from .families import get_family
 
-_EPS = 1e-9
-
-
-def _logistic(x):
-    return 1.0 / (1.0 + np.exp(-x))
+_logistic = special.expit
 
 
 def _inv_link(family: str, x, pt=None):
-    if family in ("beta", "binomial"):
-        return (pt.sigmoid(x) if pt is not None else _logistic(x))
-    if family in ("poisson", "negative_binomial"):
-        return (pt.exp(x) if pt is not None else np.exp(x))
-    return x
+    """Linear predictor -> mean of ``family`` (numpy, or PyTensor given the module ``pt``)."""
+    return get_family(family).inv_link(x, pt)
 
 
 class _ScoreScale:
@@ -26,14 +21,9 @@ class _ScoreScale:
 
     def __init__(self, model, k: int):
         op = model.order_parameters[k]
-        self.family = model.config.likelihood[op]
+        self.family = get_family(model.config.likelihood[op])
         self.lo, self.hi = order_parameter_scale(model.ds, op)
         self.n = max(int(model.n_finite[k]), 2)
 
     def __call__(self, mean):
-        if self.family == "beta":
-            unit = (mean * self.n - 0.5) / (self.n - 1)  # undo the squeeze
-            return self.lo + (self.hi - self.lo) * unit
-        if self.family == "ordinal":  # category index -> score
-            return self.lo + mean
-        return mean
+        return self.family.to_score(mean, self.lo, self.hi, self.n)

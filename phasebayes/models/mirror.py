@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .families import NUMPY_MATH, cell_loglik, nb_cell_shared_loglik
-from .links import _EPS, _inv_link, _logistic
+from .families import NUMPY_MATH, get_family
+from .links import _logistic
 from .ordinal import expected_category, ordinal_cell_probs, ordinal_loglik
 
 
@@ -51,7 +51,7 @@ class _NumpyMirror:
     def _level_mean(self, fam: str, ix, link: np.ndarray, post) -> np.ndarray:
         """Mean on the observation scale of levels given on the link scale, ``link`` (D, k, P)."""
         if fam != "ordinal":
-            return _inv_link(fam, link)
+            return get_family(fam).inv_link(link)
         return np.stack([expected_category(link[:, j], post[f"cutpoints_{k}"][:, None, :])
                          for j, k in enumerate(ix)], axis=1)
 
@@ -84,7 +84,7 @@ class _NumpyMirror:
         return np.repeat(post["tau_unit"][:, :, None], P, axis=2)
 
     def _nuisance_draws(self, post, fam, ix):
-        name = {"beta": "concentration", "normal": "noise_sd", "negative_binomial": "dispersion"}.get(fam)
+        name = get_family(fam).nuisance
         return None if name is None else post[name][:, :, None, None]
 
     def pointwise_loglik(self, post: dict[str, np.ndarray], tau_index: np.ndarray | None = None) -> np.ndarray:
@@ -99,13 +99,12 @@ class _NumpyMirror:
             if fam == "ordinal":
                 out[:, ix] = self._ordinal_cells(post, ix, tau_index, lambda p, c: ordinal_loglik(c, p))
                 continue
-            m = mu[:, ix]
-            if fam in ("beta", "binomial"):
-                m = np.clip(self._judge_mean(m, fam, ix, post), _EPS, 1 - _EPS)
+            F = get_family(fam)
+            m = F.clip(self._judge_mean(mu[:, ix], fam, ix, post))
             nuis = self._nuisance_draws(post, fam, ix)
-            ll = cell_loglik(fam, self.stats[fam], m, nuis, NUMPY_MATH)
-            if fam == "negative_binomial":
-                ll = ll + nb_cell_shared_loglik(self.obs[ix], post["dispersion"])
+            ll = F.loglik(self.stats[fam], m, nuis, NUMPY_MATH)
+            if nuis is not None:
+                ll = ll + F.cell_shared_loglik(self.obs[ix], nuis[:, :, 0, 0])
             out[:, ix] = ll
         return out
 
@@ -121,13 +120,11 @@ class _NumpyMirror:
                 pre = np.stack([self._ordinal_cells(post, ix, None, ll, after=a) for a in (False, True)])
                 pre, post_ll = pre[0], pre[1]
             else:
-                nuis = self._nuisance_draws(post, fam, ix)
-                A = _inv_link(fam, lb[:, ix])[:, :, None, :]
-                B = _inv_link(fam, la[:, ix])[:, :, None, :]
-                if fam in ("beta", "binomial"):
-                    A, B = np.clip(A, _EPS, 1 - _EPS), np.clip(B, _EPS, 1 - _EPS)
-                pre = cell_loglik(fam, self.stats[fam], A, nuis, NUMPY_MATH).sum(-1)  # (D,k,T)
-                post_ll = cell_loglik(fam, self.stats[fam], B, nuis, NUMPY_MATH).sum(-1)
+                F, nuis = get_family(fam), self._nuisance_draws(post, fam, ix)
+                A = F.clip(F.inv_link(lb[:, ix])[:, :, None, :])
+                B = F.clip(F.inv_link(la[:, ix])[:, :, None, :])
+                pre = F.loglik(self.stats[fam], A, nuis, NUMPY_MATH).sum(-1)  # (D,k,T)
+                post_ll = F.loglik(self.stats[fam], B, nuis, NUMPY_MATH).sum(-1)
             cum_pre = np.cumsum(pre, axis=-1)[..., :-1]
             suffix = np.cumsum(post_ll[..., ::-1], axis=-1)[..., ::-1][..., 1:]
             logp[:, ix, 1:] = self.step_log_prior() + cum_pre + suffix

@@ -28,8 +28,7 @@ import xarray as xr
 
 from ..dataset import order_parameter_scale, validate
 from ..errors import ModelSpecError, RunDataError
-from .families import cell_loglik, nb_shared_loglik, prepare_scores, pytensor_math, sufficient_statistics
-from .links import _EPS, _inv_link
+from .families import get_family, n_categories, prepare_scores, pytensor_math, sufficient_statistics
 
 __all__ = ["MultiRunChangePointModel", "stack_runs", "is_multi_run"]
 
@@ -121,7 +120,7 @@ class MultiRunChangePointModel:
         # observations (K, R, T, P, N) on each family's scale
         self.obs = np.stack([prepare_scores(fams[op], score.sel(order_parameter=op).values,
                                             order_parameter_scale(first, op),
-                                            threshold=threshold if fams[op] == "binomial" else None, below=below)
+                                            threshold=threshold, below=below)
                              for op in ops])
         self.n_finite = np.isfinite(self.obs).sum(axis=(1, 2, 3, 4))
         if (np.isfinite(self.obs).sum(axis=(2, 3, 4)) == 0).any():
@@ -133,7 +132,10 @@ class MultiRunChangePointModel:
         K, R, T, P, N = self.obs.shape
         self.shape = (K, R, T, P)
         # cells of all runs side by side on the step axis: (k, R*T, P)
-        self.stats = {f: sufficient_statistics(f, self.obs[ix].reshape(len(ix), R * T, P, N)) for f, ix in self.groups.items()}
+        n_values = np.array([n_categories(order_parameter_scale(first, op)) if get_family(fams[op]).bounded_integer else 0
+                             for op in ops])
+        self.stats = {f: sufficient_statistics(f, self.obs[ix].reshape(len(ix), R * T, P, N), n_values[ix])
+                      for f, ix in self.groups.items()}
         self.data_mean = np.array([np.nanmean(self.obs[k]) for k in range(K)])
         self.data_sd = np.array([max(np.nanstd(self.obs[k]), 1e-6) for k in range(K)])
         self._single = ChangePointModel.__new__(ChangePointModel)  # prior helpers of the single-run model
@@ -175,15 +177,13 @@ class MultiRunChangePointModel:
             s = pt.sigmoid((self.u[None, None, :, None] - tau_krp[:, :, None, :]) / width[:, None, None, None])  # (K,R,T,P)
             total = 0.0
             for fam, ix in self.groups.items():
-                nuis = self._nuisance_rv(pm, fam, ix)
-                A = _inv_link(fam, levels["before"][ix], pt)[:, :, None, :]
-                B = _inv_link(fam, levels["after"][ix], pt)[:, :, None, :]
-                mu = (A + (B - A) * s[ix]).reshape((len(ix), R * T, P))
-                if fam in ("beta", "binomial"):
-                    mu = pt.clip(mu, _EPS, 1 - _EPS)
-                total = total + pt.sum(cell_loglik(fam, self.stats[fam], mu, nuis, m))
-                if fam == "negative_binomial":
-                    total = total + pt.sum(nb_shared_loglik(self.stats[fam], nuis[:, 0, 0], m))
+                F, nuis = get_family(fam), self._nuisance_rv(pm, fam, ix)
+                A = F.inv_link(levels["before"][ix], pt)[:, :, None, :]
+                B = F.inv_link(levels["after"][ix], pt)[:, :, None, :]
+                mu = F.clip((A + (B - A) * s[ix]).reshape((len(ix), R * T, P)), pt)
+                total = total + pt.sum(F.loglik(self.stats[fam], mu, nuis, m))
+                if nuis is not None:
+                    total = total + pt.sum(F.shared_loglik(self.stats[fam], nuis[:, 0, 0], m))
             pm.Potential("loglik", total)
         return model
 
