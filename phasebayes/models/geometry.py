@@ -57,3 +57,22 @@ def tau_separation(obs: np.ndarray, u: np.ndarray) -> np.ndarray:
                 out[k] = np.sqrt(max(between, 0.0) / noise_var)
     return out
 
+
+
+def levels_from_end_values(start, end, tau_u, width_u, mask, pt):
+    """Population levels ``(a, b)`` on the link scale from their blends at the first and last checkpoint.
+
+    The free coordinates are ``start = (1 - s0) a + s0 b`` and ``end = (1 - s1) a + s1 b`` with
+    ``s0, s1`` the population sigmoid at the first and last checkpoint (``tau_u``, ``width_u`` in run
+    fractions): the link-scale levels of the curve at the two ends of the run, which the data pin even
+    when the transition is not finished inside the run — where the asymptote ``b`` is extrapolated and
+    forms a curved ridge with tau and width. Where ``mask`` is 0 (``(K,)``) the coordinates are the
+    levels themselves. Returns ``(a, b, log_jacobian)``; add ``log_jacobian`` (``log |d(a, b)/d(start,
+    end)|`` summed) to the log density to keep the priors on ``a`` and ``b``.
+    """
+    s0 = mask * pt.sigmoid(-tau_u / width_u)
+    s1 = 1.0 - mask * (1.0 - pt.sigmoid((1.0 - tau_u) / width_u))
+    det = s1 - s0  # > 0: the sigmoid rises; 1 where mask is 0
+    a = (s1 * start - s0 * end) / det
+    b = ((1.0 - s0) * end - (1.0 - s1) * start) / det
+    return a, b, -pt.sum(pt.log(det))
