@@ -65,6 +65,24 @@ def test_lag_to_each_runs_own_peak_and_roundtrip(study, tmp_path):
         res.save(path)
 
 
+@pytest.mark.slow(ci=True)  # one small multi-run fit (~100 s on 2 cores under load 6, less when free)
+def test_one_study_recovers_population_and_run_tau():
+    """4 seeds with known run taus (sd 60 steps around 420): each run's tau and the population tau recovered."""
+    runs, truth = pb.simulate_study(n_runs=4, order_parameters=["a"], tau={"a": 420.0}, run_tau_sd=60.0, seed=11,
+                                    **SMALL)
+    res = pb.ChangePointModel(runs).fit(random_seed=2, draws=300, tune=400, chains=2, progressbar=False, warn=False)
+    true_run = truth.run_tau["a"]
+    assert np.ptp(true_run) > 60  # the runs really differ, so pooling everything into one tau would fail below
+    per_run = res.run_transition_steps(ci_prob=0.94)
+    assert np.all(np.abs(per_run["median"].to_numpy() - true_run) < 25), (per_run["median"].to_numpy(), true_run)
+    assert np.all((per_run["lower"].to_numpy() <= true_run) & (true_run <= per_run["upper"].to_numpy()))
+    pop = res.transition_steps(ci_prob=0.94).loc["a"]
+    assert pop["lower"] <= 420.0 <= pop["upper"], pop.to_dict()
+    assert pop["upper"] - pop["lower"] < 250  # informative: 4 runs with sd 60 steps
+    assert res.transition_steps().attrs["ci_prob"] == pytest.approx(0.94)
+    # (2 chains x 300 draws is too short for a strict R-hat; this test is about recovery)
+
+
 def test_inputs_and_errors():
     runs, _ = pb.simulate_study(n_runs=2, order_parameters=["a"], seed=0, n_steps=5, n_prompts=2, n_samples=3)
     stacked = xr.concat([d[["score", "scale_min", "scale_max"]] for d in runs.values()],

@@ -13,6 +13,9 @@ Hierarchy (``pooling="partial"``): ``tau_kp = tau_k + sigma_tau_k · z_kp`` and 
 (logit / log / identity), with zero-sum prompt offsets (z, u, v sum to zero over prompts) so that
 tau_k and the population levels are the prompt averages and are not confounded with the offsets.
 ``pooling="complete"`` shares tau and levels across prompts.
+NUTS moves the sigmoid model's population levels as their link-scale blends at the first and last
+checkpoint (:func:`~phasebayes.models.geometry.levels_from_end_values`) and the width as
+``log(tau / w)`` (minus the sigmoid's argument at the first checkpoint); same priors (Jacobians added).
 
 Priors, in data units (``priors`` overrides any of them):
 
@@ -52,7 +55,7 @@ from .families import (
     pytensor_math,
     sufficient_statistics,
 )
-from .geometry import TAU_SEPARATION_CENTRED, tau_separation
+from .geometry import TAU_SEPARATION_CENTRED, sigmoid_coordinates, tau_separation
 from .links import _EPS, _inv_link, _logistic  # noqa: F401  (re-exported for older imports)
 from .mirror import _NumpyMirror
 from .multirun import MultiRunChangePointModel, is_multi_run
@@ -323,10 +326,15 @@ class ChangePointModel(_NumpyMirror):
         m = pytensor_math()
         with pm.Model(coords=coords) as model:
             mu_lvl = np.array([self._link_level_prior(k) for k in range(K)])
-            level_before = pm.Normal("level_before_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
             has_transition = cfg.transition != "none"
-            if has_transition:
-                level_after = pm.Normal("level_after_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
+            if cfg.transition == "sigmoid":
+                mask = np.array([cfg.likelihood[o] != "ordinal" for o in self.order_parameters], dtype=float)
+                tau_u, width_u, level_before, level_after = sigmoid_coordinates(
+                    mu_lvl, float(np.median(np.diff(self.u))), cfg.priors["width_log_sd"], mask)
+            else:
+                level_before = pm.Normal("level_before_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
+                if has_transition:
+                    level_after = pm.Normal("level_after_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
             if not self.before_free.all():  # ordinal: the cut points carry the location
                 level_before = level_before * self.before_free
             centered = self.centered_levels
@@ -353,9 +361,6 @@ class ChangePointModel(_NumpyMirror):
                     la = pt.repeat(level_after[:, None], P, axis=1)
 
             if cfg.transition == "sigmoid":
-                tau_u = pm.Uniform("tau_unit", 0.0, 1.0, dims="order_parameter")
-                w0 = float(np.median(np.diff(self.u)))
-                width_u = pm.LogNormal("width_unit", mu=np.log(w0), sigma=cfg.priors["width_log_sd"], dims="order_parameter")
                 if partial:
                     s_tau = pm.HalfNormal("sigma_tau_unit", sigma=cfg.priors["sigma_tau_frac"], dims="order_parameter")
                     if self.centered_tau:

@@ -57,3 +57,49 @@ def tau_separation(obs: np.ndarray, u: np.ndarray) -> np.ndarray:
                 out[k] = np.sqrt(max(between, 0.0) / noise_var)
     return out
 
+
+
+def levels_from_end_values(start, end, tau_u, width_u, mask, pt):
+    """Population levels ``(a, b)`` on the link scale from their blends at the first and last checkpoint.
+
+    The free coordinates are ``start = (1 - s0) a + s0 b`` and ``end = (1 - s1) a + s1 b`` with
+    ``s0, s1`` the population sigmoid at the first and last checkpoint (``tau_u``, ``width_u`` in run
+    fractions): the link-scale levels of the curve at the two ends of the run, which the data pin even
+    when the transition is not finished inside the run — where the asymptote ``b`` is extrapolated and
+    forms a curved ridge with tau and width. Where ``mask`` is 0 (``(K,)``) the coordinates are the
+    levels themselves. Returns ``(a, b, log_jacobian)``; add ``log_jacobian`` (``log |d(a, b)/d(start,
+    end)|`` summed) to the log density to keep the priors on ``a`` and ``b``.
+    """
+    s0 = mask * pt.sigmoid(-tau_u / width_u)
+    s1 = 1.0 - mask * (1.0 - pt.sigmoid((1.0 - tau_u) / width_u))
+    det = s1 - s0  # > 0: the sigmoid rises; 1 where mask is 0
+    a = (s1 * start - s0 * end) / det
+    b = ((1.0 - s0) * end - (1.0 - s1) * start) / det
+    return a, b, -pt.sum(pt.log(det))
+
+
+def sigmoid_coordinates(level_prior: np.ndarray, w0: float, width_log_sd: float, mask: np.ndarray):
+    """Create tau, width and the population levels of the sigmoid change-point model in the current PyMC model.
+
+    Priors (unchanged by the coordinates): ``tau_unit`` ~ Uniform(0, 1), ``width_unit`` ~ LogNormal(log
+    ``w0``, ``width_log_sd``) (run fractions), levels ~ Normal(``level_prior[:, 0]``, ``level_prior[:, 1]``)
+    on the link scale (``(K, 2)``). NUTS moves ``logit(tau)``, ``log(tau / width)`` (minus the sigmoid's
+    argument at the first checkpoint, stable when the transition runs to the run's end while tau and width
+    grow together) and the levels' blends at the two ends (:func:`levels_from_end_values`, where ``mask``
+    is 1). Returns ``(tau_unit, width_unit, level_before_link, level_after_link)``, each ``(K,)``.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    dims = "order_parameter"
+    tau_u = pm.Uniform("tau_unit", 0.0, 1.0, dims=dims)
+    lead = pm.Flat("log_tau_over_width", initval=np.full(len(mask), np.log(0.5 / w0)), dims=dims)
+    width_u = pm.Deterministic("width_unit", tau_u * pt.exp(-lead), dims=dims)
+    # d log(width) / d lead = -1: the prior density of log(width) needs no further Jacobian
+    pm.Potential("width_prior", pt.sum(pm.logp(pm.Normal.dist(np.log(w0), width_log_sd), pt.log(width_u))))
+    ends = [pm.Flat(n, initval=level_prior[:, 0], dims=dims) for n in ("start_link", "end_link")]
+    a, b, log_jac = levels_from_end_values(*ends, tau_u, width_u, mask, pt)
+    prior = pm.logp(pm.Normal.dist(mu=level_prior[:, 0], sigma=level_prior[:, 1]), pt.stack([a, b]))
+    pm.Potential("level_prior", pt.sum(prior) + log_jac)
+    return (tau_u, width_u, pm.Deterministic("level_before_link", a, dims=dims),
+            pm.Deterministic("level_after_link", b, dims=dims))
