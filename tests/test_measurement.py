@@ -42,7 +42,7 @@ def test_graph_equals_numpy_mirror(link):
     g = cpm.measurement.judge_mean(post, mu, np.array([0, 1]))
     np.testing.assert_allclose(g[:, 0], np.clip(mu[:, 0], 1e-6, 1 - 1e-6))
     assert not np.allclose(g[:, 1], mu[:, 1])
-    a, b = point["judge_offset"][0], point["judge_slope"][0]
+    a, b = (x[0, 0] for x in cpm.measurement.calibration(post))
     m = np.clip(mu[0, 1], 1e-6, 1 - 1e-6)
     expect = 1 / (1 + np.exp(-(a + b * np.log(m / (1 - m))))) if link == "logit" else np.clip(a + b * m, 1e-6, 1 - 1e-6)
     np.testing.assert_allclose(g[0, 1], expect, rtol=1e-9)
