@@ -307,6 +307,7 @@ def analyze(
     random_seed: int | None = 0,
     progressbar: bool = True,
     log=None,
+    measurement=None,
 ) -> Analysis:
     """Run the whole Bayesian analysis of a judged run dataset.
 
@@ -342,6 +343,10 @@ def analyze(
         Show sampler progress bars.
     log
         Optional callable taking a status line (the CLI prints them).
+    measurement
+        Optional :class:`~phasebayes.models.measurement.JudgeMeasurement` (human ratings of some answers):
+        the change-point model then treats the judge scores as a noisy, biased measurement of the
+        human-scale order parameter (docs/human_ratings.md).
     """
     from .decomposition import decompose
     from .dissimilarity import dissimilarity, length_curve
@@ -360,7 +365,7 @@ def analyze(
 
     t0 = time.perf_counter()
     say(f"change-point model ({transition}, likelihood={likelihood}) + no-transition model: {chains} chains x {draws} draws")
-    cp = ChangePointModel(ds, likelihood=likelihood, transition=transition, pooling=pooling).fit(
+    cp = ChangePointModel(ds, likelihood=likelihood, transition=transition, pooling=pooling, measurement=measurement).fit(
         draws=draws, tune=tune, chains=chains, cores=cores, random_seed=random_seed, progressbar=progressbar,
         compare_null=compare_null, warn=False)
     timings["changepoint_s"] = time.perf_counter() - t0

@@ -30,6 +30,10 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
     if a.prefix_tokens < 0:
         raise ConfigError(f"{src}: [analyze].prefix_tokens must be >= 0 (0 = whole answers), got {a.prefix_tokens}.")
     _choice(src, "[analyze].ci_kind", a.ci_kind, ("hdi", "eti"))
+    _choice(src, "[analyze].measurement", a.measurement, ("none", "ratings"))
+    _choice(src, "[analyze].measurement_link", a.measurement_link, ("logit", "linear"))
+    if a.measurement == "ratings" and a.transition != "sigmoid":
+        raise ConfigError(f"{src}: [analyze].measurement = 'ratings' needs transition = 'sigmoid', got {a.transition!r}.")
     from .models.families import FAMILIES
 
     families = ("auto", *FAMILIES)

@@ -122,7 +122,10 @@ class AnalyzeSection:
     ``prefix_tokens`` — total change and fractions on the first N tokens of every answer (0 = whole
     answers; needs ``logp_prefix``); ``decomposition`` — only ``histogram`` (the estimator; older values
     are accepted and mean the same); ``ci_prob``/``ci_kind`` — interval convention of every table
-    (fractions use equal-tailed intervals).
+    (fractions use equal-tailed intervals); ``measurement`` — ``"none"`` (judge scores are the order
+    parameter) or ``"ratings"`` (the judge is a noisy, biased measurement of the human scale, calibrated
+    on the ratings that ``phasebayes label`` saved in ``RUN/ratings/``; see docs/human_ratings.md);
+    ``measurement_link`` — that calibration's form, ``logit`` or ``linear``.
     """
 
     likelihood: str | dict[str, str] = "auto"
@@ -142,6 +145,8 @@ class AnalyzeSection:
     decomposition: str = "histogram"  # the one estimator; "hierarchical"/"bootstrap" of old run configs map to it
     ci_prob: float = 0.94
     ci_kind: str = "hdi"
+    measurement: str = "none"
+    measurement_link: str = "logit"
 
 
 @dataclass

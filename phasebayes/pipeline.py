@@ -156,7 +156,16 @@ class Pipeline:
             keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed})
             keys["generate"] = _hash({"up": keys["train"], "generate": recorded["generate"]})
             keys["judge"] = _hash({"up": keys["generate"], "judge": recorded["judge"]})
-        keys["analyze"] = _hash({"up": keys["judge"], "analyze": recorded["analyze"], "seed": c.run.seed})
+        ratings, analyze = {}, dict(recorded["analyze"])
+        if analyze.get("measurement", "none") == "none":  # runs analysed before the measurement keys existed hash the same
+            analyze.pop("measurement", None)
+            analyze.pop("measurement_link", None)
+        if c.analyze.measurement == "ratings":  # new ratings make the analysis stale
+            from .label.agreement import ratings_folder
+
+            ratings = {f.name: os.path.getmtime(f) for f in sorted(ratings_folder(self.out).glob("*.jsonl"))}
+        keys["analyze"] = _hash({"up": keys["judge"], "analyze": analyze, "seed": c.run.seed,
+                                 **({"ratings": ratings} if ratings else {})})
         keys["report"] = _hash({"up": keys["analyze"], "report": recorded["report"]})
         return keys
 
@@ -336,6 +345,20 @@ class Pipeline:
         self.log(f"judge: {self.run_path} in {self.timings['judge']:.0f} s")
         self._mark("judge", key, self.timings["judge"])
 
+    def _measurement(self, ds):
+        """``[analyze] measurement = "ratings"``: the judge measurement model from the saved human ratings."""
+        a = self.config.analyze
+        if a.measurement != "ratings":
+            return None
+        from .label.agreement import load_ratings, measurement_from_ratings, ratings_folder
+
+        ratings = load_ratings(self.out)
+        if not len(ratings):
+            raise RunDataError(f"analyze: [analyze].measurement = 'ratings' but {ratings_folder(self.out)} holds no human "
+                               f"ratings; collect some with `phasebayes label {self.out} --rubric NAME` (NAME = the rubric "
+                               "of an order parameter), or set measurement = 'none'.")
+        return measurement_from_ratings(self.out, ds, link=a.measurement_link, ratings=ratings)
+
     def analyze(self):
         """Fit the Bayesian models and save the analysis DataTree; returns the :class:`~phasebayes.analysis.Analysis`."""
         from .analysis import Analysis, analyze
@@ -350,6 +373,7 @@ class Pipeline:
             raise RunDataError(f"analyze: no judged run dataset at {self.run_path}; run the judge stage first.")
         ds = open_run(self.run_path)
         a = c.analyze
+        measurement = self._measurement(ds)
         self._guard("analyze", self.analysis_path, self.out / "summary.txt")
         t0 = time.perf_counter()
         res = analyze(ds, likelihood=a.likelihood, transition=a.transition, pooling=a.pooling, draws=a.draws, tune=a.tune,
@@ -357,7 +381,7 @@ class Pipeline:
                       signal=a.signal, references=a.references, window=a.window, measure=a.measure,
                       prefix_tokens=a.prefix_tokens or None,
                       ci_prob=a.ci_prob, ci_kind=a.ci_kind, random_seed=c.run.seed, progressbar=not c.run.quiet,
-                      log=lambda m: self.log("analyze: " + m))
+                      log=lambda m: self.log("analyze: " + m), measurement=measurement)
         res.save(self.analysis_path, overwrite=True)
         from .label.agreement import agreement_summary  # human ratings, when `phasebayes label` made some
 

@@ -60,8 +60,9 @@ class JudgeMeasurement:
     ``ratings``: one row per human rating with columns ``order_parameter``, ``step``, ``prompt`` and
     ``value`` (on the order parameter's scale, e.g. 0–100; several raters of one answer are several
     rows). ``link``: ``"logit"`` or ``"linear"`` (see the module docstring). ``priors``: overrides of
-    ``offset_sd`` (1.0 for logit, 0.3 for linear, unit scale), ``slope_log_sd`` (0.5: slope within
-    ×/÷ 2.7 of 1 at one sd) and the human concentration's log-mean/log-sd (log 5, 1.5).
+    ``offset_sd`` (1.0 for logit, 0.3 for linear, unit scale), ``slope_log_sd`` (1.0 for logit: slope
+    within ×/÷ 2.7 of 1 at one sd — a tighter prior pulls a bending judge's slope towards 1 and τ towards
+    the judge's own midpoint; 0.5 for linear) and the human concentration's log-mean/log-sd (log 5, 1.5).
     """
 
     ratings: pd.DataFrame
@@ -84,7 +85,7 @@ class JudgeMeasurement:
         r["prompt"] = r["prompt"].astype(str)
         r["step"] = r["step"].astype(int)
         self.ratings = r.reset_index(drop=True)
-        default = {"offset_sd": 1.0 if self.link == "logit" else 0.3, "slope_log_sd": 0.5,
+        default = {"offset_sd": 1.0 if self.link == "logit" else 0.3, "slope_log_sd": 1.0 if self.link == "logit" else 0.5,
                    "human_phi_log_mean": float(np.log(5.0)), "human_phi_log_sd": 1.5}
         bad = set(self.priors) - set(default)
         if bad:
@@ -192,8 +193,13 @@ class BoundMeasurement:
         p = self.spec.priors
         model = pm.modelcontext(None)
         model.add_coord("rated_op", self.rated)
-        a = pm.Normal("judge_offset", 0.0, p["offset_sd"], dims="rated_op")
-        b = pm.LogNormal("judge_slope", 0.0, p["slope_log_sd"], dims="rated_op")
+        # standardised coordinates: the sampler's start (jittered by ±1 on the unconstrained scale) stays
+        # within one prior sd of the identity calibration; a raw linear offset jittered by ±1 could start
+        # where the clipped calibration is flat and leave a chain stuck there
+        a_z = pm.Normal("judge_offset_z", 0.0, 1.0, dims="rated_op")
+        b_z = pm.Normal("judge_slope_z", 0.0, 1.0, dims="rated_op")
+        a = pm.Deterministic("judge_offset", p["offset_sd"] * a_z, dims="rated_op")
+        b = pm.Deterministic("judge_slope", pt.exp(p["slope_log_sd"] * b_z), dims="rated_op")
         phi_h = pm.LogNormal("human_concentration", p["human_phi_log_mean"], p["human_phi_log_sd"], dims="rated_op")
         T = self.obs.shape[1]
         full = mu + pt.zeros((1, T, 1))  # (k,T,P) also for the no-transition model
@@ -203,9 +209,16 @@ class BoundMeasurement:
         A, B = self._group_params(a, b, ix, pt)
         return self._g(pt.clip(mu, _EPS, 1 - _EPS), A[:, None, None], B[:, None, None], pt)
 
+    def calibration(self, post: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Offset and slope per draw and rated order parameter, (D, rated) each (from the standardised draws if needed)."""
+        if "judge_offset" in post:
+            return post["judge_offset"], post["judge_slope"]
+        p = self.spec.priors
+        return p["offset_sd"] * post["judge_offset_z"], np.exp(p["slope_log_sd"] * post["judge_slope_z"])
+
     def judge_mean(self, post: dict[str, np.ndarray], mu: np.ndarray, ix) -> np.ndarray:
         """Numpy mirror: ``g(mu)`` per draw, ``mu`` of shape (D, k, T, P) for the group ``ix``."""
-        A, B = self._group_params(post["judge_offset"], post["judge_slope"], ix, np)
+        A, B = self._group_params(*self.calibration(post), ix, np)
         return self._g(np.clip(mu, _EPS, 1 - _EPS), A[:, :, None, None], B[:, :, None, None])
 
     def human_loglik(self, post: dict[str, np.ndarray], mu_all: np.ndarray) -> np.ndarray:
