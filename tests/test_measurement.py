@@ -16,11 +16,14 @@ from phasebayes.models.measurement import JudgeMeasurement, simulate_judged_run
 
 
 def _prior_point(model, seed):
-    import pymc as pm
+    """A random point of every free variable (the initial point jittered by U(-1, 1) on the sampler's
+    scale: the model has flat end-value coordinates, which have no prior draw) and every deterministic."""
+    from pymc.initial_point import make_initial_point_fn
 
-    rvs = model.free_RVs
-    values = pm.draw(rvs, random_seed=seed, mode="FAST_COMPILE")
-    return rvs, dict(zip([r.name for r in rvs], values))
+    start = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs), return_transformed=True)(seed)
+    outs = model.unobserved_value_vars
+    values = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True)(start)
+    return model.free_RVs, {v.name: val for v, val in zip(outs, values)}
 
 
 @pytest.mark.parametrize("link", ["logit", "linear"])
