@@ -40,33 +40,3 @@ def test_end_values_invert_and_jacobian():
     np.testing.assert_allclose(a0, start)
     np.testing.assert_allclose(b0, end)
     assert lj0 == 0.0
-
-
-def test_sigmoid_coordinates_keep_the_priors():
-    """log density in the sampler's coordinates = the priors on (tau, log width, a, b) + change-of-variable terms."""
-    import pymc as pm
-    from scipy import stats
-
-    from phasebayes.models.geometry import sigmoid_coordinates
-
-    prior = np.array([[0.0, 1.5], [3.0, 1.5]])
-    w0, sd, mask = 0.1, 1.0, np.array([1.0, 0.0])
-    with pm.Model(coords={"order_parameter": ["x", "y"]}) as model:
-        sigmoid_coordinates(prior, w0, sd, mask)
-    tau, lead = np.array([0.93, 0.4]), np.array([1.2, 2.5])
-    start, end = np.array([-0.3, 2.0]), np.array([0.5, 4.0])
-    point = {"tau_unit_interval__": np.log(tau / (1 - tau)), "log_tau_over_width": lead,
-             "start_link": start, "end_link": end}
-    got = model.compile_logp()(point)
-    width = tau * np.exp(-lead)
-    s0 = mask / (1 + np.exp(tau / width))
-    s1 = 1 - mask * (1 - 1 / (1 + np.exp(-(1 - tau) / width)))
-    a = (s1 * start - s0 * end) / (s1 - s0)
-    b = ((1 - s0) * end - (1 - s1) * start) / (s1 - s0)
-    want = (np.sum(np.log(tau * (1 - tau)))  # Uniform(0, 1) on the logit scale
-            + np.sum(stats.norm.logpdf(np.log(width), np.log(w0), sd))
-            + np.sum(stats.norm.logpdf(a, prior[:, 0], prior[:, 1]) + stats.norm.logpdf(b, prior[:, 0], prior[:, 1]))
-            - np.sum(np.log(s1 - s0)))
-    assert abs(got - want) < 1e-8
-    assert abs(b[0] - end[0]) > 0.1  # tau 0.93: the end value is not the asymptote
-    np.testing.assert_allclose([a[1], b[1]], [start[1], end[1]])  # mask 0: plain levels

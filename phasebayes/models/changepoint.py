@@ -14,8 +14,7 @@ Hierarchy (``pooling="partial"``): ``tau_kp = tau_k + sigma_tau_k · z_kp`` and 
 tau_k and the population levels are the prompt averages and are not confounded with the offsets.
 ``pooling="complete"`` shares tau and levels across prompts.
 NUTS moves the sigmoid model's population levels as their link-scale blends at the first and last
-checkpoint (:func:`~phasebayes.models.geometry.levels_from_end_values`) and the width as
-``log(tau / w)`` (minus the sigmoid's argument at the first checkpoint); same priors (Jacobians added).
+checkpoint (:func:`~phasebayes.models.geometry.levels_from_end_values`; same priors, Jacobian added).
 
 Priors, in data units (``priors`` overrides any of them):
 
@@ -55,7 +54,7 @@ from .families import (
     pytensor_math,
     sufficient_statistics,
 )
-from .geometry import TAU_SEPARATION_CENTRED, sigmoid_coordinates, tau_separation
+from .geometry import TAU_SEPARATION_CENTRED, levels_from_end_values, tau_separation
 from .links import _EPS, _inv_link, _logistic  # noqa: F401  (re-exported for older imports)
 from .mirror import _NumpyMirror
 from .multirun import MultiRunChangePointModel, is_multi_run
@@ -328,9 +327,17 @@ class ChangePointModel(_NumpyMirror):
             mu_lvl = np.array([self._link_level_prior(k) for k in range(K)])
             has_transition = cfg.transition != "none"
             if cfg.transition == "sigmoid":
+                tau_u = pm.Uniform("tau_unit", 0.0, 1.0, dims="order_parameter")
+                w0 = float(np.median(np.diff(self.u)))
+                width_u = pm.LogNormal("width_unit", mu=np.log(w0), sigma=cfg.priors["width_log_sd"], dims="order_parameter")
+                # levels sampled as their link-scale blends at the first and last checkpoint (geometry.py)
+                ends = [pm.Flat(n, initval=mu_lvl[:, 0], dims="order_parameter") for n in ("start_link", "end_link")]
                 mask = np.array([cfg.likelihood[o] != "ordinal" for o in self.order_parameters], dtype=float)
-                tau_u, width_u, level_before, level_after = sigmoid_coordinates(
-                    mu_lvl, float(np.median(np.diff(self.u))), cfg.priors["width_log_sd"], mask)
+                a, b, log_jac = levels_from_end_values(*ends, tau_u, width_u, mask, pt)
+                level_before = pm.Deterministic("level_before_link", a, dims="order_parameter")
+                level_after = pm.Deterministic("level_after_link", b, dims="order_parameter")
+                prior = pm.logp(pm.Normal.dist(mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1]), pt.stack([a, b]))
+                pm.Potential("level_prior", pt.sum(prior) + log_jac)
             else:
                 level_before = pm.Normal("level_before_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
                 if has_transition:

@@ -76,30 +76,3 @@ def levels_from_end_values(start, end, tau_u, width_u, mask, pt):
     a = (s1 * start - s0 * end) / det
     b = ((1.0 - s0) * end - (1.0 - s1) * start) / det
     return a, b, -pt.sum(pt.log(det))
-
-
-def sigmoid_coordinates(level_prior: np.ndarray, w0: float, width_log_sd: float, mask: np.ndarray):
-    """Create tau, width and the population levels of the sigmoid change-point model in the current PyMC model.
-
-    Priors (unchanged by the coordinates): ``tau_unit`` ~ Uniform(0, 1), ``width_unit`` ~ LogNormal(log
-    ``w0``, ``width_log_sd``) (run fractions), levels ~ Normal(``level_prior[:, 0]``, ``level_prior[:, 1]``)
-    on the link scale (``(K, 2)``). NUTS moves ``logit(tau)``, ``log(tau / width)`` (minus the sigmoid's
-    argument at the first checkpoint, stable when the transition runs to the run's end while tau and width
-    grow together) and the levels' blends at the two ends (:func:`levels_from_end_values`, where ``mask``
-    is 1). Returns ``(tau_unit, width_unit, level_before_link, level_after_link)``, each ``(K,)``.
-    """
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    dims = "order_parameter"
-    tau_u = pm.Uniform("tau_unit", 0.0, 1.0, dims=dims)
-    lead = pm.Flat("log_tau_over_width", initval=np.full(len(mask), np.log(0.5 / w0)), dims=dims)
-    width_u = pm.Deterministic("width_unit", tau_u * pt.exp(-lead), dims=dims)
-    # d log(width) / d lead = -1: the prior density of log(width) needs no further Jacobian
-    pm.Potential("width_prior", pt.sum(pm.logp(pm.Normal.dist(np.log(w0), width_log_sd), pt.log(width_u))))
-    ends = [pm.Flat(n, initval=level_prior[:, 0], dims=dims) for n in ("start_link", "end_link")]
-    a, b, log_jac = levels_from_end_values(*ends, tau_u, width_u, mask, pt)
-    prior = pm.logp(pm.Normal.dist(mu=level_prior[:, 0], sigma=level_prior[:, 1]), pt.stack([a, b]))
-    pm.Potential("level_prior", pt.sum(prior) + log_jac)
-    return (tau_u, width_u, pm.Deterministic("level_before_link", a, dims=dims),
-            pm.Deterministic("level_after_link", b, dims=dims))
