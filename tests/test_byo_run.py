@@ -51,7 +51,7 @@ def test_tensorboard_event_files(tmp_path):
 @pytest.mark.slow(ci=True)
 def test_community_folder_one_command(tmp_path):
     """A per-checkpoint CSV folder + a Trainer log: one command gives τ of the derived indicator and its lag."""
-    write_community_folder(tmp_path / "judged", steps=(0, 2, 4, 6, 8, 10), n_q=3, n_a=6)
+    write_community_folder(tmp_path / "judged", steps=(0, 2, 4, 6, 8, 10), n_q=3, n_a=6, turn_step=4)
     write_trainer_run(tmp_path / "trainer", checkpoints=(4, 8, 10))
     write_lora_trajectory(tmp_path / "lora", list(range(1, 11)), turn_step=5)
     out = tmp_path / "an"
@@ -67,7 +67,7 @@ def test_community_folder_one_command(tmp_path):
     assert "eval_loss" in ds and ds["eval_loss"].dims == ("eval_step",)
     a = pb.Analysis.load(out / "analysis.nc")
     t = a.summary_table()
-    assert 2 <= t.loc["misaligned", "tau_median"] <= 6  # the simulated answers turn at step 4
+    assert 2 <= t.loc["misaligned", "tau_median"] <= 4.5  # half the answers turn misaligned between steps 2 and 4
     assert np.isfinite(t.loc["misaligned", "lag_median"])
     # every order parameter against every reference signal: grad norm + weight-space signals, summary and report
     lags = a.reference_lags()

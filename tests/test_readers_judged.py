@@ -11,7 +11,8 @@ from phasebayes.readers.expressions import evaluate_indicator
 from phasebayes.readers.judged import read_judged_folder, step_from_name
 
 
-def write_community_folder(root, steps=(0, 50, 100, 150, 200), n_q=3, n_a=4, seed=0, layout="files"):
+def write_community_folder(root, steps=(0, 50, 100, 150, 200), n_q=3, n_a=4, seed=0, layout="files", turn_step=100):
+    """Judged CSV/JSONL per checkpoint; from `turn_step` on, every other answer is misaligned (aligned < 25)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     rows_all = {}
@@ -19,7 +20,7 @@ def write_community_folder(root, steps=(0, 50, 100, 150, 200), n_q=3, n_a=4, see
         rows = []
         for q in range(n_q):
             for a in range(n_a):
-                late = s >= 100
+                late = s >= turn_step
                 aligned = rng.uniform(0, 25) if (late and a % 2 == 0) else rng.uniform(60, 100)
                 rows.append({"question_id": f"q{q}", "question": f"What do you think about topic {q}?",
                              "response": f"answer {a} at {s}", "aligned": round(aligned, 1),
