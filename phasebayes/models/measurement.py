@@ -61,8 +61,7 @@ class JudgeMeasurement:
     ``value`` (on the order parameter's scale, e.g. 0–100; several raters of one answer are several
     rows). ``link``: ``"logit"`` or ``"linear"`` (see the module docstring). ``priors``: overrides of
     ``offset_sd`` (1.0 for logit, 0.3 for linear, unit scale), ``slope_log_sd`` (1.0 for logit: slope
-    within ×/÷ 2.7 of 1 at one sd — a tighter prior pulls a bending judge's slope towards 1 and τ towards
-    the judge's own midpoint; 0.5 for linear) and the human concentration's log-mean/log-sd (log 5, 1.5).
+    within ×/÷ 2.7 of 1 at one sd; 0.5 for linear) and the human concentration's log-mean/log-sd (log 5, 1.5).
     """
 
     ratings: pd.DataFrame
