@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.special import expit
 import pandas as pd
 import xarray as xr
 
@@ -113,7 +114,7 @@ class _ModelChecks:
             n = diff.size
             w = rng.dirichlet(np.ones(n), size=n_bootstrap)
             boot = n * (w @ diff)
-            p = float(np.mean(1.0 / (1.0 + np.exp(-np.clip(boot, -700, 700)))))
+            p = float(np.mean(expit(boot)))
             rows[op] = {
                 "elpd_transition": elpd["transition"],
                 "elpd_null": elpd["null"],

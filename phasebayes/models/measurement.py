@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import expit, logit
 
 from ..errors import ModelSpecError
 from .families import NUMPY_MATH, CellStats, cell_loglik, squeeze_unit, sufficient_statistics
@@ -160,7 +161,7 @@ class BoundMeasurement:
     def _g(self, m, a, b, pt=None):
         if self.spec.link == "logit":
             z = a + b * _logit(m, pt)
-            return pt.sigmoid(z) if pt is not None else 1.0 / (1.0 + np.exp(-z))
+            return pt.sigmoid(z) if pt is not None else expit(z)
         x = a + b * m
         return pt.clip(x, _EPS, 1 - _EPS) if pt is not None else np.clip(x, _EPS, 1 - _EPS)
 
@@ -275,9 +276,9 @@ def simulate_judged_run(
         a, b = draw(judge_offset), draw(judge_slope)
         if link == "linear" and not isinstance(judge_offset, tuple):
             a = judge_offset
-        g = ((lambda h: 1 / (1 + np.exp(-(a + b * (np.log(h) - np.log1p(-h)))))) if link == "logit"
+        g = ((lambda h: expit(a + b * logit(h))) if link == "logit"
              else (lambda h: np.clip(a + b * h, 0.01, 0.99)))
-        m = (before + (after - before) / (1 + np.exp(-(steps - tau) / width))) / 100.0
+        m = (before + (after - before) * expit((steps - tau) / width)) / 100.0
         h = rng.beta(m[:, None, None] * answer_concentration, (1 - m[:, None, None]) * answer_concentration,
                      size=(n_steps, n_prompts, n_samples))
         gh = np.clip(g(np.clip(h, 1e-4, 1 - 1e-4)), 1e-4, 1 - 1e-4)
@@ -301,7 +302,7 @@ def simulate_judged_run(
             return np.clip(g(np.clip(hq, 1e-4, 1 - 1e-4)), 1e-4, 1 - 1e-4).mean(1)
 
         fine = np.linspace(tau - 12 * width, tau + 12 * width, 4001)
-        jf = judge_curve((before + (after - before) / (1 + np.exp(-(fine - tau) / width))) / 100.0)
+        jf = judge_curve((before + (after - before) * expit((fine - tau) / width)) / 100.0)
         tau_judge = float(fine[np.argmin(np.abs(jf - (jf[0] + jf[-1]) / 2))])
         truth[op] = {"tau": tau, "width": width, "before": before, "after": after, "tau_judge": tau_judge,
                      "judge_offset": a, "judge_slope": b}

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from .divergence import discrete_divergence
 from .split_model import split_draws, split_log_bf
@@ -177,7 +178,7 @@ def histogram_posterior(
                 h1.append(None)
                 continue
             pl, pr, log_bf = _tree_draws(n_left[b] @ M, n_right[b] @ M, counts, nodes, n_draws, rng)
-            p0[b, (i - 1) % (K + 1)] = 1.0 / (1.0 + np.exp(-np.clip(log_bf + prior, -700, 700)))
+            p0[b, (i - 1) % (K + 1)] = expit(log_bf + prior)
             h1.append(discrete_divergence(pl, pr, measure))  # (n_draws, P) under H1
         for k, same in enumerate(same_as_joint):
             if same:
