@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from arviz_stats.base import array_stats
 
 from . import defaults
 from .errors import ModelSpecError
@@ -26,32 +27,21 @@ def resolve_ci(ci_prob: float | None, ci_kind: str | None) -> tuple[float, str]:
 
 def interval_along(draws: np.ndarray, prob: float = defaults.CI_PROB, kind: str = defaults.CI_KIND, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Credible interval of ``draws`` along ``axis``: ``"hdi"`` (shortest interval holding ``prob``)
-    or ``"eti"`` (equal tails). NaN draws are ignored; all-NaN gives NaN. Returns ``(lower, upper)``."""
+    or ``"eti"`` (equal tails), computed by arviz-stats' array functions (vectorised over the other axes).
+    NaN draws are ignored; all-NaN gives NaN. Returns ``(lower, upper)``, each of the other axes' shape."""
     if not 0 < prob < 1:
         raise ModelSpecError(f"ci_prob must be in (0, 1), got {prob!r}.")
     if kind not in ("hdi", "eti"):
         raise ModelSpecError(f"ci_kind must be 'hdi' or 'eti', got {kind!r}.")
     x = np.moveaxis(np.asarray(draws, dtype=float), axis, -1)
-    if kind == "eti":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo = np.nanquantile(x, (1 - prob) / 2, axis=-1)
-            hi = np.nanquantile(x, 1 - (1 - prob) / 2, axis=-1)
-        return lo, hi
-    xs = np.sort(x, axis=-1)  # NaN sorted last
-    n = np.isfinite(xs).sum(-1)
-    flat = xs.reshape(-1, xs.shape[-1])
-    nf = n.reshape(-1)
-    lo = np.full(len(flat), np.nan)
-    hi = np.full(len(flat), np.nan)
-    for i, (row, m) in enumerate(zip(flat, nf)):
-        if m == 0:
-            continue
-        k = max(int(np.ceil(prob * m)), 1)
-        widths = row[k - 1 : m] - row[: m - k + 1]
-        j = int(np.argmin(widths))
-        lo[i], hi[i] = row[j], row[j + k - 1]
-    return lo.reshape(n.shape), hi.reshape(n.shape)
+    if x.shape[-1] == 0:
+        nan = np.full(x.shape[:-1], np.nan)
+        return nan, nan.copy()
+    compute = array_stats.hdi if kind == "hdi" else array_stats.eti
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row gives NaN, as documented
+        bounds = compute(x, prob, axis=-1, skipna=True)
+    return bounds[..., 0], bounds[..., 1]
 
 
 
