@@ -11,22 +11,63 @@ import xarray as xr
 
 from ..errors import ModelSpecError
 
-def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
-    """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims."""
-    import pymc as pm
+SAMPLERS = ("auto", "nutpie", "pymc", "numpyro", "blackjax")
+"""Accepted ``sampler=`` values: ``auto`` (nutpie when installed, else ``pymc``), nutpie (Rust NUTS),
+``pymc`` (PyMC's own NUTS, ``cores`` processes) and the JAX-based ``numpyro`` and ``blackjax``
+(optional extra ``phasebayes[jax]``)."""
 
+_JAX_FIX = 'install the JAX samplers with: pip install "phasebayes[jax]"'
+
+
+def _check_jax_sampler(sampler: str) -> None:
+    """Raise :class:`ModelSpecError` with the fix when a JAX sampler's packages are missing or incompatible."""
+    import importlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    for module in ("jax", sampler):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ModelSpecError(f"sampler={sampler!r} needs the package {module!r} ({err}); {_JAX_FIX}.") from None
+    if sampler == "blackjax":
+        try:
+            major, minor = (int(x) for x in version("blackjax").split(".")[:2])
+        except (PackageNotFoundError, ValueError):
+            return
+        if (major, minor) >= (1, 6):  # PyMC 6 passes progress_bar to window_adaptation, removed in blackjax 1.6
+            raise ModelSpecError(f"sampler='blackjax' needs blackjax < 1.6 with PyMC 6 (installed: "
+                                 f"{version('blackjax')}); {_JAX_FIX} (it pins blackjax>=1.2,<1.6).")
+
+
+def resolve_sampler(sampler: str) -> str:
+    """The sampler a fit will use: ``auto`` -> ``nutpie`` (or ``pymc`` without nutpie); checks the name
+    and, for ``numpyro`` / ``blackjax``, that JAX and the sampler are installed."""
+    if sampler not in SAMPLERS:
+        raise ModelSpecError(f"sampler must be one of {', '.join(repr(s) for s in SAMPLERS)}, got {sampler!r}.")
     if sampler == "auto":
         try:
             import nutpie  # noqa: F401
 
-            sampler = "nutpie"
+            return "nutpie"
         except ImportError:
-            sampler = "pymc"
-    if sampler not in ("nutpie", "pymc"):
-        raise ModelSpecError(f"sampler must be 'auto', 'nutpie' or 'pymc', got {sampler!r}.")
+            return "pymc"
+    if sampler in ("numpyro", "blackjax"):
+        _check_jax_sampler(sampler)
+    return sampler
+
+
+def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
+    """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims.
+
+    ``sample_stats`` keeps ``diverging``, ``tree_depth``, ``n_steps``, ``energy``, ``step_size`` and ``lp``
+    where the sampler reports them (blackjax has no ``step_size``); its ``attrs["sampler"]`` names the
+    sampler used."""
+    import pymc as pm
+
+    sampler = resolve_sampler(sampler)
     cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
     with model, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(mass matrix|adaptation|cores).*")
+        warnings.filterwarnings("ignore", message=".*(mass matrix|adaptation|cores|devices).*")
         kwargs: dict[str, Any] = dict(
             draws=draws, tune=tune, chains=chains, cores=cores, random_seed=random_seed,
             progressbar=progressbar, target_accept=target_accept, compute_convergence_checks=False,
@@ -35,11 +76,20 @@ def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_a
         idata = pm.sample(**kwargs)
     posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
     stats = idata["sample_stats"].to_dataset() if hasattr(idata["sample_stats"], "to_dataset") else idata["sample_stats"]
+    stats = stats.rename({old: new for old, new in _STAT_ALIASES.items() if old in stats and new not in stats})
     keep = [v for v in ("diverging", "tree_depth", "n_steps", "energy", "step_size", "lp") if v in stats]
     stats = stats[keep]
+    if "diverging" in stats:
+        stats["diverging"] = stats["diverging"].astype(bool)
     posterior.attrs = {}
     stats.attrs = {"sampler": sampler}
     return posterior, stats
+
+
+# raw blackjax/numpyro names of the statistics phasebayes reads; PyMC 6 already maps its JAX samplers'
+# output to the ArviZ names (checked: numpyro 0.22, blackjax 1.5), so these only guard a renamed statistic
+_STAT_ALIASES = {"is_divergent": "diverging", "num_integration_steps": "n_steps",
+                 "num_trajectory_expansions": "tree_depth", "logdensity": "lp"}
 
 
 def _flat(ds: xr.Dataset) -> dict[str, np.ndarray]:
