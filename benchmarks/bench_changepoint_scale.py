@@ -32,8 +32,12 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+# import the phasebayes of the checkout this script lives in, not an editable install of another one
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BASE = {"K": 1, "P": 8, "T": 100, "R": 1, "N": 50}
 GRID = {"K": [3, 10], "P": [32, 64], "T": [20, 500], "R": [4, 8], "N": [10, 200]}
