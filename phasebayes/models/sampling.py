@@ -73,6 +73,10 @@ def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_a
             progressbar=progressbar, target_accept=target_accept, compute_convergence_checks=False,
         )
         kwargs["nuts_sampler"] = sampler  # explicit: PyMC 6 silently prefers nutpie when installed
+        if sampler in ("numpyro", "blackjax"):
+            # the chains as one batched (vmap) JAX program: PyMC's default "parallel" (pmap) failed for
+            # blackjax under jax 0.12 on the benchmark's base model (a squeeze error inside pmap)
+            kwargs["nuts"] = {"chain_method": "vectorized"}
         idata = pm.sample(**kwargs)
     posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
     stats = idata["sample_stats"].to_dataset() if hasattr(idata["sample_stats"], "to_dataset") else idata["sample_stats"]
