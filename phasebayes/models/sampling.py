@@ -11,60 +11,89 @@ import xarray as xr
 
 from ..errors import ModelSpecError
 
-SAMPLERS = ("nutpie", "pymc", "numpyro")
-"""NUTS implementations ``fit(sampler=...)`` accepts besides ``"auto"`` (nutpie when installed, else
-``"pymc"``): nutpie (PyMC's model compiled to Rust), PyMC's own NUTS, and NumPyro's NUTS on the model
-compiled to JAX (``pip install "phasebayes[jax]"``; runs on a GPU when JAX has one). BlackJAX is not
-offered: PyMC 6.4 passes it a ``progress_bar`` argument that BlackJAX 1.7 no longer accepts."""
+SAMPLERS = ("auto", "nutpie", "pymc", "numpyro", "blackjax")
+"""Accepted ``sampler=`` values: ``auto`` (nutpie when installed, else ``pymc``), nutpie (Rust NUTS),
+``pymc`` (PyMC's own NUTS, ``cores`` processes) and the JAX-based ``numpyro`` and ``blackjax``
+(optional extra ``phasebayes[jax]``)."""
+
+_JAX_FIX = 'install the JAX samplers with: pip install "phasebayes[jax]"'
 
 
-def _require_jax() -> None:
-    """Raise a :class:`ModelSpecError` with the fix when JAX or NumPyro is missing."""
-    try:
-        import jax  # noqa: F401
-        import numpyro  # noqa: F401
-    except ImportError as err:
-        raise ModelSpecError(
-            f"sampler='numpyro' needs JAX and NumPyro ({err.name} is not installed): "
-            'pip install "phasebayes[jax]", or use sampler="auto" (nutpie).'
-        ) from None
+def _check_jax_sampler(sampler: str) -> None:
+    """Raise :class:`ModelSpecError` with the fix when a JAX sampler's packages are missing or incompatible."""
+    import importlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    for module in ("jax", sampler):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ModelSpecError(f"sampler={sampler!r} needs the package {module!r} ({err}); {_JAX_FIX}.") from None
+    if sampler == "blackjax":
+        try:
+            major, minor = (int(x) for x in version("blackjax").split(".")[:2])
+        except (PackageNotFoundError, ValueError):
+            return
+        if (major, minor) >= (1, 6):  # PyMC 6 passes progress_bar to window_adaptation, removed in blackjax 1.6
+            raise ModelSpecError(f"sampler='blackjax' needs blackjax < 1.6 with PyMC 6 (installed: "
+                                 f"{version('blackjax')}); {_JAX_FIX} (it pins blackjax>=1.2,<1.6).")
 
 
-def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
-    """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims."""
-    import pymc as pm
-
+def resolve_sampler(sampler: str) -> str:
+    """The sampler a fit will use: ``auto`` -> ``nutpie`` (or ``pymc`` without nutpie); checks the name
+    and, for ``numpyro`` / ``blackjax``, that JAX and the sampler are installed."""
+    if sampler not in SAMPLERS:
+        raise ModelSpecError(f"sampler must be one of {', '.join(repr(s) for s in SAMPLERS)}, got {sampler!r}.")
     if sampler == "auto":
         try:
             import nutpie  # noqa: F401
 
-            sampler = "nutpie"
+            return "nutpie"
         except ImportError:
-            sampler = "pymc"
-    if sampler not in SAMPLERS:
-        raise ModelSpecError(f"sampler must be one of {', '.join(map(repr, ('auto', *SAMPLERS)))}, got {sampler!r}.")
-    if sampler == "numpyro":
-        _require_jax()
+            return "pymc"
+    if sampler in ("numpyro", "blackjax"):
+        _check_jax_sampler(sampler)
+    return sampler
+
+
+def _sample(model, *, draws, tune, chains, cores, random_seed, sampler, target_accept, progressbar):
+    """Run NUTS; return (posterior, sample_stats) as xarray Datasets with (chain, draw) dims.
+
+    ``sample_stats`` keeps ``diverging``, ``tree_depth``, ``n_steps``, ``energy``, ``step_size`` and ``lp``
+    where the sampler reports them (blackjax has no ``step_size``); its ``attrs["sampler"]`` names the
+    sampler used."""
+    import pymc as pm
+
+    sampler = resolve_sampler(sampler)
     cores = cores if cores is not None else max(1, min(chains, os.cpu_count() or 1))
     with model, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(mass matrix|adaptation|cores).*")
+        warnings.filterwarnings("ignore", message=".*(mass matrix|adaptation|cores|devices).*")
         kwargs: dict[str, Any] = dict(
             draws=draws, tune=tune, chains=chains, cores=cores, random_seed=random_seed,
             progressbar=progressbar, target_accept=target_accept, compute_convergence_checks=False,
         )
         kwargs["nuts_sampler"] = sampler  # explicit: PyMC 6 silently prefers nutpie when installed
-        if sampler == "numpyro":
-            # one CPU/GPU device: "vectorized" runs the chains as one batched JAX program, where
-            # "parallel" (pmap) would fall back to running them one after another
+        if sampler in ("numpyro", "blackjax"):
+            # the chains as one batched (vmap) JAX program: PyMC's default "parallel" (pmap) failed for
+            # blackjax under jax 0.12 on the benchmark's base model (a squeeze error inside pmap)
             kwargs["nuts"] = {"chain_method": "vectorized"}
         idata = pm.sample(**kwargs)
     posterior = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
     stats = idata["sample_stats"].to_dataset() if hasattr(idata["sample_stats"], "to_dataset") else idata["sample_stats"]
+    stats = stats.rename({old: new for old, new in _STAT_ALIASES.items() if old in stats and new not in stats})
     keep = [v for v in ("diverging", "tree_depth", "n_steps", "energy", "step_size", "lp") if v in stats]
     stats = stats[keep]
+    if "diverging" in stats:
+        stats["diverging"] = stats["diverging"].astype(bool)
     posterior.attrs = {}
     stats.attrs = {"sampler": sampler}
     return posterior, stats
+
+
+# raw blackjax/numpyro names of the statistics phasebayes reads; PyMC 6 already maps its JAX samplers'
+# output to the ArviZ names (checked: numpyro 0.22, blackjax 1.5), so these only guard a renamed statistic
+_STAT_ALIASES = {"is_divergent": "diverging", "num_integration_steps": "n_steps",
+                 "num_trajectory_expansions": "tree_depth", "logdensity": "lp"}
 
 
 def _flat(ds: xr.Dataset) -> dict[str, np.ndarray]:
