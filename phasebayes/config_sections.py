@@ -21,7 +21,8 @@ REPO_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 """The repository's ``data/`` folder (narrow sets, prompt sets, rubrics, example run)."""
 
 JUDGE_KINDS = ("metric", "phrase", "embedding", "claude", "local_lm")
-"""Judges a config can ask for: exact metrics, phrase indicators, offline embeddings, Claude, a local LM."""
+"""Judges a config can ask for: exact metrics, phrase indicators, offline embeddings, Claude, a local LM
+(each has a builder in ``phasebayes/judge/factory.py``)."""
 
 
 # ---------------------------------------------------------------------------------------------- sections

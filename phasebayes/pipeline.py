@@ -261,48 +261,15 @@ class Pipeline:
         self._mark("generate", key, self.timings["generate"])
 
     def judges(self) -> list[tuple[Any, list[Any] | None]]:
-        """The configured ``(judge, rubrics)`` pairs (rubrics None = the judge's own)."""
-        import dataclasses
-
-        from .judge import MetricJudge, load_rubrics
-        from .judge.rubric import Rubric
+        """The configured ``(judge, rubrics)`` pairs (rubrics None = the judge's own); see :mod:`phasebayes.judge.factory`."""
+        from .judge import load_rubrics
+        from .judge.factory import build_judges, needs_rubrics
 
         j = self.config.judge
-        out: list[tuple[Any, list[Any] | None]] = []
-        if "phrase" in j.judges:
-            for name, phrase in j.phrases.items():
-                needle = phrase.lower()
-                out.append((MetricJudge(name, fn=_PhraseMetric(needle), scale=(0.0, 1.0),
-                                        description=f"1 if the response contains the phrase {phrase!r} (case-insensitive), else 0."),
-                            None))
-        if "metric" in j.judges and j.metrics:
-            out.append((MetricJudge(list(j.metrics)), None))
-        rubric_judges = [k for k in j.judges if k in ("embedding", "claude", "local_lm")]
-        if rubric_judges:
-            params = {"domain": j.domain} if j.domain else {}
-            rubrics = load_rubrics([str(p) for p in rubric_paths(self.config)], **params)
-            for kind in rubric_judges:
-                rs = rubrics if len(rubric_judges) == 1 else [dataclasses.replace(r, name=f"{r.name}_{kind}") for r in rubrics]
-                if kind == "embedding":
-                    from .judge import EmbeddingJudge
-
-                    out.append((EmbeddingJudge(), rs))
-                elif kind == "claude":
-                    from .judge import DEFAULT_CLAUDE_MODEL, ClaudeJudge
-
-                    out.append((ClaudeJudge(j.claude_model or DEFAULT_CLAUDE_MODEL, mode=j.claude_mode, replicates=j.replicates), rs))
-                else:
-                    from .judge import LocalLMJudge
-                    from .judge.local_lm import smollm2_gguf
-
-                    if j.local_model:
-                        judge = LocalLMJudge(str(self.config.resolve(j.local_model, key="[judge].local_model")))
-                    else:
-                        folder, gguf = smollm2_gguf()
-                        judge = LocalLMJudge(folder, gguf_file=gguf)
-                    out.append((judge, rs))
-        assert all(isinstance(r, Rubric) for _, rs in out if rs for r in rs)
-        return out
+        rubrics = []
+        if needs_rubrics(j):
+            rubrics = load_rubrics([str(p) for p in rubric_paths(self.config)], **({"domain": j.domain} if j.domain else {}))
+        return build_judges(j, rubrics, resolve=lambda p, key: self.config.resolve(p, key=key))
 
     def judge(self) -> None:
         """Score every response with every configured judge; writes the judged ``run.nc``."""
@@ -426,14 +393,3 @@ class Pipeline:
             else:
                 getattr(self, stage)()
         return analysis
-
-
-class _PhraseMetric:
-    """Picklable 0/1 metric: does the response contain a phrase (case-insensitive)?"""
-
-    def __init__(self, needle: str):
-        self.needle = needle
-        self.__qualname__ = f"phrase[{needle}]"
-
-    def __call__(self, text: str) -> float:
-        return float(self.needle in str(text).lower())

@@ -9,7 +9,8 @@ Judges: :class:`ClaudeJudge` (Anthropic API, ``mode="batch"`` for Message Batche
 :class:`LocalLMJudge` (any Hugging Face causal LM, probability-weighted score),
 :class:`EmbeddingJudge` (offline sentence embeddings vs the rubric's anchors),
 :class:`MetricJudge` (exact functions of the response: length in tokens, ...).
-Torch-based judges are imported lazily, so ``import phasebayes.judge`` stays light.
+Torch-based judges are imported lazily, so ``import phasebayes.judge`` stays light. Judges named in a
+run config are built by :func:`phasebayes.judge.factory.build_judges`.
 """
 
 from __future__ import annotations
