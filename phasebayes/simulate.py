@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.special import expit
 
 from .dataset import STATUS, assemble_run, training_log_dataset
 from .errors import ModelSpecError
@@ -37,7 +38,7 @@ def transition_curve(t: np.ndarray, tau: float, width: float, before: float, aft
     if kind == "step":
         s = (t >= tau).astype(float)
     else:
-        s = 1.0 / (1.0 + np.exp(-(t - tau) / width))
+        s = expit((t - tau) / width)
     return before + (after - before) * s
 
 
@@ -112,7 +113,7 @@ def _ordinal_link(cuts: np.ndarray):
 
     def inv(eta):
         eta = np.asarray(eta, dtype=float)
-        cdf = 1.0 / (1.0 + np.exp(-(cuts - eta[..., None])))
+        cdf = expit(cuts - eta[..., None])
         return 1.0 + (1.0 - cdf).sum(-1)  # E[score] = 1 + Σ_c P(y > c)
 
     def link(mean):
@@ -248,7 +249,7 @@ def simulate_run(
                                for p in range(n_prompts)], axis=1)  # (T, P): probability of the after level
             use_after = rng.random((len(steps), n_prompts, n_samples)) < weight[..., None]
             eta = np.where(use_after, a_link[None, :, None], b_link[None, :, None])
-            cdf = 1.0 / (1.0 + np.exp(-(cuts - eta[..., None])))
+            cdf = expit(cuts - eta[..., None])
             score[k] = 1.0 + (rng.random(eta.shape)[..., None] > cdf).sum(-1)
             scales.append((1.0, float(n_cat)))
             continue

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from ..errors import ModelSpecError
 from .families import NUMPY_MATH, CellStats, cell_loglik, squeeze_unit, sufficient_statistics
@@ -49,8 +49,8 @@ _EPS = 1e-6
 
 def _logit(x, pt=None):
     if pt is not None:
-        return pt.log(x) - pt.log1p(-x)
-    return np.log(x) - np.log1p(-x)
+        return pt.log(x) - pt.log1p(-x)  # inside the PyMC graph
+    return special.logit(x)
 
 
 @dataclass
@@ -160,7 +160,7 @@ class BoundMeasurement:
     def _g(self, m, a, b, pt=None):
         if self.spec.link == "logit":
             z = a + b * _logit(m, pt)
-            return pt.sigmoid(z) if pt is not None else 1.0 / (1.0 + np.exp(-z))
+            return pt.sigmoid(z) if pt is not None else special.expit(z)
         x = a + b * m
         return pt.clip(x, _EPS, 1 - _EPS) if pt is not None else np.clip(x, _EPS, 1 - _EPS)
 
@@ -275,9 +275,9 @@ def simulate_judged_run(
         a, b = draw(judge_offset), draw(judge_slope)
         if link == "linear" and not isinstance(judge_offset, tuple):
             a = judge_offset
-        g = ((lambda h: 1 / (1 + np.exp(-(a + b * (np.log(h) - np.log1p(-h)))))) if link == "logit"
+        g = ((lambda h: special.expit(a + b * special.logit(h))) if link == "logit"
              else (lambda h: np.clip(a + b * h, 0.01, 0.99)))
-        m = (before + (after - before) / (1 + np.exp(-(steps - tau) / width))) / 100.0
+        m = (before + (after - before) * special.expit((steps - tau) / width)) / 100.0
         h = rng.beta(m[:, None, None] * answer_concentration, (1 - m[:, None, None]) * answer_concentration,
                      size=(n_steps, n_prompts, n_samples))
         gh = np.clip(g(np.clip(h, 1e-4, 1 - 1e-4)), 1e-4, 1 - 1e-4)
