@@ -14,6 +14,7 @@ import numpy as np
 from scipy.special import expit
 import pandas as pd
 import xarray as xr
+from scipy.special import expit
 
 from .dataset import STATUS, assemble_run, training_log_dataset
 from .errors import ModelSpecError

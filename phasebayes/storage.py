@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputExistsError
+from .errors import OutputExistsError, RunDataError
 
 _UMASK = os.umask(0o022)  # read the process umask once (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -52,3 +52,17 @@ def save_netcdf(obj, path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     with atomic_path(path, overwrite=overwrite) as tmp:
         obj.to_netcdf(tmp, engine="netcdf4")
     return Path(path)
+
+
+def load_netcdf_tree(path: str | os.PathLike):
+    """Read a netCDF4 DataTree written by :func:`save_netcdf` fully into memory (the file is closed after).
+
+    Raises :class:`~phasebayes.errors.RunDataError` when there is no file at ``path``.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise RunDataError(f"no saved result at {path}.")
+    with xr.open_datatree(path, engine="netcdf4") as tree:
+        return tree.load()

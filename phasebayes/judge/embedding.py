@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from ..errors import ConfigError
 from .base import Judge, Judgement, JudgeItem
@@ -96,8 +97,7 @@ class EmbeddingJudge(Judge):
             emb = self._encode([it.response if it.response.strip() else "(empty answer)" for it in part])
             sims = emb @ anchors.T
             z = sims / self.temperature
-            w = np.exp(z - z.max(axis=1, keepdims=True))
-            w /= w.sum(axis=1, keepdims=True)
+            w = softmax(z, axis=1)
             for row, sim in zip(w @ values, sims):
                 out.append(Judgement(score=float(np.clip(row, rubric.scale_min, rubric.scale_max)), status="ok",
                                      extra={"max_similarity": float(sim.max())}))

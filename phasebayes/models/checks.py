@@ -11,6 +11,7 @@ import numpy as np
 from scipy.special import expit
 import pandas as pd
 import xarray as xr
+from scipy.special import expit
 
 from ..errors import ModelSpecError
 from .families import get_family
@@ -112,6 +113,8 @@ class _ModelChecks:
                 khat[key] = float(np.nanmax(np.asarray(res.pareto_k)))
             diff = pointwise["transition"] - pointwise["null"]
             n = diff.size
+            # pseudo-BMA+ (Bayesian-bootstrap) weight of two models by hand: az.compare computes it over whole
+            # fits, not over these per-order-parameter cell slices, and would not take our seed.
             w = rng.dirichlet(np.ones(n), size=n_bootstrap)
             boot = n * (w @ diff)
             p = float(np.mean(expit(boot)))

@@ -63,13 +63,9 @@ def squeeze_unit(x: np.ndarray, n_total: int) -> np.ndarray:
     return (x * (n_total - 1) + 0.5) / n_total
 
 
-def _logit(p):
-    return special.logit(p)
-
-
 _LINKS = {  # name: (mean -> linear predictor (numpy), linear predictor -> mean (numpy), inverse on PyTensor)
     "identity": (lambda m: m, lambda x: x, lambda x, pt: x),
-    "logit": (_logit, special.expit, lambda x, pt: pt.sigmoid(x)),
+    "logit": (special.logit, special.expit, lambda x, pt: pt.sigmoid(x)),
     "log": (np.log, np.exp, lambda x, pt: pt.exp(x)),
 }
 

@@ -25,7 +25,7 @@ import xarray as xr
 
 from ..errors import ModelSpecError, RunDataError
 from ..intervals import summarize_draws
-from ..storage import save_netcdf
+from ..storage import load_netcdf_tree, save_netcdf
 
 __all__ = ["GradientPeak", "GradientPeakResult"]
 
@@ -286,4 +286,4 @@ class GradientPeakResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GradientPeakResult":
         """Read a result written by :meth:`save`."""
-        return cls.from_datatree(xr.open_datatree(path, engine="netcdf4").load())
+        return cls.from_datatree(load_netcdf_tree(path))

@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.special import expit, logit
+from scipy import special, stats
 
 from ..errors import ModelSpecError
 from .families import NUMPY_MATH, CellStats, cell_loglik, squeeze_unit, sufficient_statistics
@@ -50,8 +49,8 @@ _EPS = 1e-6
 
 def _logit(x, pt=None):
     if pt is not None:
-        return pt.log(x) - pt.log1p(-x)
-    return np.log(x) - np.log1p(-x)
+        return pt.log(x) - pt.log1p(-x)  # inside the PyMC graph
+    return special.logit(x)
 
 
 @dataclass
@@ -161,7 +160,7 @@ class BoundMeasurement:
     def _g(self, m, a, b, pt=None):
         if self.spec.link == "logit":
             z = a + b * _logit(m, pt)
-            return pt.sigmoid(z) if pt is not None else expit(z)
+            return pt.sigmoid(z) if pt is not None else special.expit(z)
         x = a + b * m
         return pt.clip(x, _EPS, 1 - _EPS) if pt is not None else np.clip(x, _EPS, 1 - _EPS)
 
@@ -276,9 +275,9 @@ def simulate_judged_run(
         a, b = draw(judge_offset), draw(judge_slope)
         if link == "linear" and not isinstance(judge_offset, tuple):
             a = judge_offset
-        g = ((lambda h: expit(a + b * logit(h))) if link == "logit"
+        g = ((lambda h: special.expit(a + b * special.logit(h))) if link == "logit"
              else (lambda h: np.clip(a + b * h, 0.01, 0.99)))
-        m = (before + (after - before) * expit((steps - tau) / width)) / 100.0
+        m = (before + (after - before) * special.expit((steps - tau) / width)) / 100.0
         h = rng.beta(m[:, None, None] * answer_concentration, (1 - m[:, None, None]) * answer_concentration,
                      size=(n_steps, n_prompts, n_samples))
         gh = np.clip(g(np.clip(h, 1e-4, 1 - 1e-4)), 1e-4, 1 - 1e-4)
@@ -302,7 +301,7 @@ def simulate_judged_run(
             return np.clip(g(np.clip(hq, 1e-4, 1 - 1e-4)), 1e-4, 1 - 1e-4).mean(1)
 
         fine = np.linspace(tau - 12 * width, tau + 12 * width, 4001)
-        jf = judge_curve((before + (after - before) * expit((fine - tau) / width)) / 100.0)
+        jf = judge_curve((before + (after - before) / (1 + np.exp(-(fine - tau) / width))) / 100.0)
         tau_judge = float(fine[np.argmin(np.abs(jf - (jf[0] + jf[-1]) / 2))])
         truth[op] = {"tau": tau, "width": width, "before": before, "after": after, "tau_judge": tau_judge,
                      "judge_offset": a, "judge_slope": b}

@@ -14,7 +14,7 @@ import xarray as xr
 from ..dataset import _encodable
 from ..errors import DiagnosticsWarning, RunDataError
 from ..intervals import summarize_draws
-from ..storage import save_netcdf
+from ..storage import load_netcdf_tree, save_netcdf
 from .links import _inv_link, _ScoreScale
 from .sampling import diagnostic_problems, _flat, _unflat
 
@@ -204,10 +204,7 @@ class MultiRunResult:
         """Read a result written by :meth:`save`."""
         from .multirun import MultiRunChangePointModel
 
-        path = Path(path)
-        if not path.exists():
-            raise RunDataError(f"no saved result at {path}.")
-        tree = xr.open_datatree(path, engine="netcdf4").load()
+        tree = load_netcdf_tree(path)
         if tree.attrs.get("phasebayes_model") != "MultiRunChangePointModel":
             raise RunDataError(f"{path} is not a saved multi-run change-point result.")
         names = json.loads(tree.attrs["runs"])

@@ -14,7 +14,7 @@ from ..dataset import _encodable
 from ..runstore import numeric_part
 from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
 from ..intervals import resolve_ci, summarize_draws
-from ..storage import save_netcdf
+from ..storage import load_netcdf_tree, save_netcdf
 from .checks import _ModelChecks
 from .links import _ScoreScale
 from .sampling import diagnostic_problems, _flat, _unflat
@@ -336,11 +336,7 @@ class ChangePointResult(_ModelChecks):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ChangePointResult":
         """Read a result written by :meth:`save`."""
-        path = Path(path)
-        if not path.exists():
-            raise RunDataError(f"no saved result at {path}.")
-        tree = xr.open_datatree(path, engine="netcdf4").load()
-        return cls.from_datatree(tree)
+        return cls.from_datatree(load_netcdf_tree(path))
 
     # -- plots ----------------------------------------------------------------
     def plot_trajectories(self, ci_prob: float | None = None, max_prompts: int = 8):

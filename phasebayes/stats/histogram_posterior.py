@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, softmax
 
 from .divergence import discrete_divergence
 from .split_model import split_draws, split_log_bf
@@ -209,8 +209,7 @@ def _condition_on_dpi(d_joint: np.ndarray, d_ops: list[np.ndarray | None], p0: n
         log_w = sum(np.log(b / n) for b in below if b is not None) if any(b is not None for b in below) else np.zeros(n)
     log_w = np.where(np.isfinite(pj), log_w, -np.inf)
     if np.isfinite(log_w).any():
-        w = np.exp(log_w - np.max(log_w))
-        pick = rng.choice(n, size=n, p=w / w.sum())
+        pick = rng.choice(n, size=n, p=softmax(log_w))
     else:  # no joint draw can hold the order parameters' draws: keep the joint (reported as a conflict)
         pick = np.arange(n)
     out = np.empty((n, K + 1, P))

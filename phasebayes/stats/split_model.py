@@ -29,7 +29,7 @@ Bayes factor of "every prompt unchanged" it is integrated over its prior, Normal
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln, expit, logsumexp
+from scipy.special import betaln, expit, logsumexp, softmax
 
 __all__ = ["ALPHA_GRID", "BETA_GRID", "split_draws", "split_log_bf"]
 
@@ -129,8 +129,7 @@ def _weight_draws(L: np.ndarray, n_draws: int, rng: np.random.Generator, n_propo
     prop = rng.dirichlet(alpha_q, size=n_proposals)
     log_prop = np.log(np.maximum(prop, 1e-300))
     log_w = np.log(np.maximum(prop @ lik.T, 1e-300)).sum(-1) + ((a0 - alpha_q) * log_prop).sum(-1)
-    p = np.exp(log_w - log_w.max())
-    return prop[rng.choice(n_proposals, size=n_draws, p=p / p.sum())]
+    return prop[rng.choice(n_proposals, size=n_draws, p=softmax(log_w))]
 
 
 def split_draws(kl, nl, kr, nr, b: float, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
