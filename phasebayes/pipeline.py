@@ -294,7 +294,8 @@ class Pipeline:
                 elif kind == "claude":
                     from .judge import DEFAULT_CLAUDE_MODEL, ClaudeJudge
 
-                    out.append((ClaudeJudge(j.claude_model or DEFAULT_CLAUDE_MODEL, mode=j.claude_mode, replicates=j.replicates), rs))
+                    out.append((ClaudeJudge(j.claude_model or DEFAULT_CLAUDE_MODEL, mode=j.claude_mode, replicates=j.replicates,
+                                                **j.claude_options()), rs))
                 else:
                     from .judge import LocalLMJudge
                     from .judge.local_lm import smollm2_gguf

@@ -72,3 +72,25 @@ def test_changed_judge_settings_change_the_dataset_judge_key(tmp_path):
     a = key({"judges": ["metric"], "metrics": ["length_words"]})
     assert a == key({"judges": ["metric"], "metrics": ["length_words"]})
     assert a != key({"judges": ["metric"], "metrics": ["length_chars"]})
+
+
+def test_claude_client_settings_from_the_config(tmp_path, monkeypatch):
+    from phasebayes.errors import ConfigError
+
+    j = config_from_dict({"judge": {"claude_timeout": 5, "batch_poll_interval": 2, "batch_size": 100,
+                                    "claude_max_concurrency": 4, "claude_max_attempts": 2, "batch_max_wait": 600}},
+                         check_files=False).judge
+    assert j.claude_options() == {"timeout": 5.0, "max_concurrency": 4, "max_attempts": 2, "poll_interval": 2.0,
+                                  "max_wait": 600.0, "batch_size": 100}
+    assert config_from_dict({}, check_files=False).judge.claude_options()["timeout"] == 60.0
+    for bad, key in (({"claude_timeout": 0}, "claude_timeout"), ({"batch_size": 200_000}, "batch_size"),
+                     ({"claude_max_concurrency": 0}, "claude_max_concurrency")):
+        with pytest.raises(ConfigError, match=rf"\[judge\]\.{key}"):
+            config_from_dict({"judge": bad}, check_files=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "x")
+    cfg = config_from_dict({"run": {"output_dir": str(tmp_path / "o")},
+                            "judge": {"judges": ["claude"], "rubrics": ["alignment"], "claude_timeout": 5,
+                                      "batch_poll_interval": 2}},
+                           base_dir=tmp_path, check_files=False)
+    (judge, _), = Pipeline(cfg, log=lambda m: None).judges()
+    assert judge.timeout == 5.0 and judge.poll_interval == 2.0
