@@ -65,6 +65,16 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
     if j.prefix_tokens is not None and j.prefix_tokens < 1:
         raise ConfigError(f"{src}: [judge].prefix_tokens must be >= 1 (tokens judged of each response; leave it out "
                           f"to judge whole responses), got {j.prefix_tokens}.")
+    for key, value, low, fix in (("claude_timeout", j.claude_timeout, 1, "seconds one request may take, e.g. 60"),
+                                 ("claude_max_concurrency", j.claude_max_concurrency, 1, "live calls in flight, e.g. 32"),
+                                 ("claude_max_attempts", j.claude_max_attempts, 1, "tries per live call, e.g. 6"),
+                                 ("batch_poll_interval", j.batch_poll_interval, 1, "seconds between batch polls, e.g. 30"),
+                                 ("batch_max_wait", j.batch_max_wait, 1, "seconds, or leave it out to wait"),
+                                 ("batch_size", j.batch_size, 1, "requests per batch, 1-100000")):
+        if value is not None and value < low:
+            raise ConfigError(f"{src}: [judge].{key} must be >= {low} ({fix}), got {value}.")
+    if j.batch_size > 100_000:
+        raise ConfigError(f"{src}: [judge].batch_size must be at most 100000 (the API's limit), got {j.batch_size}.")
     if set(j.judges) & {"embedding", "claude", "local_lm"}:
         if not j.rubrics:
             raise ConfigError(f"{src}: [judge].rubrics is empty but a rubric judge ({j.judges}) is used.")

@@ -93,6 +93,13 @@ class JudgeSection:
     ``replicates`` — judgements per response for stochastic judges; ``cache`` — SQLite judge cache
     (default ``<run>/judge_cache.sqlite``); ``prefix_tokens`` — judge only the first m generated tokens
     of each response (every judge; recorded as ``judge_prefix_tokens``; default: whole responses).
+
+    Claude client settings (defaults here, the one place): ``claude_timeout`` — seconds one request may
+    take (60); ``claude_max_concurrency`` — live calls in flight (32); ``claude_max_attempts`` — tries of
+    one live call before it is recorded as ``api_error``/``timeout`` (6); ``batch_poll_interval`` —
+    seconds between polls of a Message Batch (30); ``batch_max_wait`` — seconds to wait for a batch
+    before giving up for this run (none: wait; the next run resumes the batch); ``batch_size`` —
+    requests per batch (10000, at most 100000). The API key is read from ``ANTHROPIC_API_KEY`` only.
     """
 
     judges: list[str] = field(default_factory=lambda: ["metric", "embedding"])
@@ -106,6 +113,18 @@ class JudgeSection:
     replicates: int = 1
     cache: str | None = None
     prefix_tokens: int | None = None
+    claude_timeout: float = 60.0
+    claude_max_concurrency: int = 32
+    claude_max_attempts: int = 6
+    batch_poll_interval: float = 30.0
+    batch_max_wait: float | None = None
+    batch_size: int = 10_000
+
+    def claude_options(self) -> dict:
+        """Keyword arguments of :class:`~phasebayes.judge.ClaudeJudge` from these settings."""
+        return {"timeout": self.claude_timeout, "max_concurrency": self.claude_max_concurrency,
+                "max_attempts": self.claude_max_attempts, "poll_interval": self.batch_poll_interval,
+                "max_wait": self.batch_max_wait, "batch_size": self.batch_size}
 
 
 @dataclass

@@ -120,9 +120,13 @@ class Pipeline:
                 return {}
         return {}
 
-    def _mark(self, stage: str, key: str, seconds: float) -> None:
+    def _mark(self, stage: str, key: str, seconds: float, *, retry_cells: int = 0) -> None:
+        """Record ``stage`` as written with settings ``key``; ``retry_cells > 0`` (judge cells that failed with a
+        retryable status, ``api_error`` / ``timeout``) records it as incomplete, so a plain rerun retries them."""
         st = self._stages()
         st[stage] = {"hash": key, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if retry_cells:
+            st[stage]["retry_cells"] = int(retry_cells)
         atomic_write_text(self.out / "stages.json", json.dumps(st, indent=2), overwrite=True)
 
     def _guard(self, stage: str, *outputs: Path) -> None:
@@ -141,7 +145,7 @@ class Pipeline:
         if stage in self.force:
             return False
         rec = self._stages().get(stage)
-        return bool(rec and rec.get("hash") == key and output.exists())
+        return bool(rec and rec.get("hash") == key and output.exists() and not rec.get("retry_cells"))
 
     def stage_keys(self) -> dict[str, str]:
         """Settings hash of each stage, chained through its upstream stages."""
@@ -151,7 +155,7 @@ class Pipeline:
         if c.run.dataset is not None:
             inputs = {k: recorded["run"].get(k) for k in ("dataset_format", "training_log", "columns", "derived", "weight_checkpoints")}
             up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset)), **inputs})
-            keys["judge"] = up
+            keys["judge"] = _hash({"up": up, "judge": recorded["judge"]})  # changed judges / metrics rerun the judge
         else:
             keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed})
             keys["generate"] = _hash({"up": keys["train"], "generate": recorded["generate"]})
@@ -310,7 +314,11 @@ class Pipeline:
         save_run(ds, self.run_path, overwrite=True)
         self.timings["judge"] = time.perf_counter() - t0
         self.log(f"judge: {self.run_path} in {self.timings['judge']:.0f} s")
-        self._mark("judge", key, self.timings["judge"])
+        retry = _retryable_cells(ds)
+        if retry:
+            self.log(f"judge: {retry} judge call(s) failed (api_error / timeout; kept in score_status); a plain rerun "
+                     "retries exactly those (answers already given come from the cache).")
+        self._mark("judge", key, self.timings["judge"], retry_cells=retry)
 
     def _measurement(self, ds):
         """``[analyze] measurement = "ratings"``: the judge measurement model from the saved human ratings."""
@@ -393,3 +401,13 @@ class Pipeline:
             else:
                 getattr(self, stage)()
         return analysis
+
+
+def _retryable_cells(ds) -> int:
+    """Cells of ``ds`` whose judge call failed with a retryable status (``api_error``, ``timeout``)."""
+    if "score_status" not in ds:
+        return 0
+    from .run_contract import STATUS
+
+    codes = [STATUS["api_error"], STATUS["timeout"]]
+    return int(ds["score_status"].isin(codes).sum())

@@ -79,7 +79,8 @@ def _embedding(section: Any, resolve: Resolver) -> Judge:
 def _claude(section: Any, resolve: Resolver) -> Judge:
     from .claude import DEFAULT_CLAUDE_MODEL, ClaudeJudge
 
-    return ClaudeJudge(section.claude_model or DEFAULT_CLAUDE_MODEL, mode=section.claude_mode, replicates=section.replicates)
+    return ClaudeJudge(section.claude_model or DEFAULT_CLAUDE_MODEL, mode=section.claude_mode, replicates=section.replicates,
+                       **section.claude_options())
 
 
 def _local_lm(section: Any, resolve: Resolver) -> Judge:
