@@ -55,7 +55,7 @@ def save_netcdf(obj, path: str | os.PathLike, *, overwrite: bool = False) -> Pat
 
 
 def load_netcdf_tree(path: str | os.PathLike):
-    """Read a netCDF4 DataTree written by :func:`save_netcdf` fully into memory (the file is closed after).
+    """Read a netCDF4 DataTree written by :func:`save_netcdf` fully into memory.
 
     Raises :class:`~phasebayes.errors.RunDataError` when there is no file at ``path``.
     """
@@ -64,5 +64,7 @@ def load_netcdf_tree(path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         raise RunDataError(f"no saved result at {path}.")
-    with xr.open_datatree(path, engine="netcdf4") as tree:
-        return tree.load()
+    # Loaded into memory and left to garbage collection, as the three loaders did before they shared this
+    # function: closing the tree explicitly here preceded a segmentation fault inside netCDF4's next open of a
+    # run file in the same process (CI, tests/test_demo.py, twice in a row).
+    return xr.open_datatree(path, engine="netcdf4").load()
