@@ -36,9 +36,6 @@ model tau is shared by the prompts of an order parameter (levels are still poole
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 import xarray as xr
 
@@ -58,34 +55,13 @@ from .geometry import TAU_SEPARATION_CENTRED, levels_from_end_values, tau_separa
 from .links import _EPS, _inv_link, _logistic  # noqa: F401  (re-exported for older imports)
 from .mirror import _NumpyMirror
 from .multirun import MultiRunChangePointModel, is_multi_run
+from .model_config import ModelConfig
 from .ordinal import ordinal_graph
 from .sampling import _flat, _sample, _unflat  # noqa: F401  (re-exported for older imports)
 
 __all__ = ["ChangePointModel", "ChangePointResult", "ModelConfig", "load_result"]
 
 TRANSITIONS = ("sigmoid", "step")
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a :class:`ChangePointModel` from its run dataset."""
-
-    likelihood: dict[str, str]
-    transition: str = "sigmoid"
-    pooling: str = "partial"
-    threshold: float | None = None
-    below: bool = True
-    priors: dict[str, float] = field(default_factory=dict)
-    order_parameters: list[str] = field(default_factory=list)
-    parametrization: str = "auto"
-    measurement: dict | None = None  # JudgeMeasurement.to_dict() (human ratings + calibration link)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
-        return cls(**json.loads(text))
 
 
 class ChangePointModel(_NumpyMirror):

@@ -13,6 +13,7 @@ levels and their priors live. ``docs/changepoint-models.md`` explains how to add
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -96,7 +97,7 @@ def integer_scale(name: str, y: np.ndarray, scale: tuple[float, float]) -> np.nd
     return y - lo
 
 
-class Family:
+class Family(ABC):
     """One likelihood family. Subclasses set the attributes and override the methods they need.
 
     Attributes: ``name`` (the public identifier: ``likelihood="..."``, configs, saved attrs);
@@ -140,21 +141,21 @@ class Family:
         """Raw scores (any shape, NaN = missing) -> observation scale; :class:`ModelSpecError` if impossible."""
         return y
 
+    @abstractmethod
     def statistics(self, obs: np.ndarray, categories: np.ndarray | None = None) -> CellStats:
         """Per-cell sums of ``obs`` with shape ``(K, T, P, N)`` (observation scale, NaN = missing)."""
-        raise NotImplementedError
 
     def from_sums(self, n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> CellStats:
         """Cell statistics from aggregated judgements: answers ``n``, Σ y ``s1``, Σ y² ``s2``, each ``(K, T, P)``."""
         raise ModelSpecError(f"likelihood '{self.name}' needs per-answer scores, not per-cell counts or summaries.")
 
+    @abstractmethod
     def loglik(self, stats: CellStats, mu, nuisance, m=NUMPY_MATH):
         """Summed log-likelihood of each cell given its mean ``mu`` (broadcast against ``stats.n``).
 
         ``nuisance`` has one value per order parameter broadcast as ``(K, 1, 1)`` (or with leading draw
         dims); ``m`` is the math namespace (numpy or PyTensor).
         """
-        raise NotImplementedError
 
     def shared_loglik(self, stats: CellStats, nuisance, m=NUMPY_MATH):
         """Log-likelihood terms that depend only on the nuisance, summed per order parameter (default 0)."""
@@ -194,8 +195,10 @@ class Family:
         """Random observations (observation scale) with means ``mu`` (any shape) and the nuisance value(s).
 
         ``trials``: the largest value of a bounded count family (broadcast against ``mu``); ignored otherwise.
+        Families without a per-answer draw (ordinal: simulated from its cut points in ``simulate.py``) say so.
         """
-        raise NotImplementedError
+        raise ModelSpecError(f"likelihood '{self.name}' has no per-answer draw; simulate it with "
+                             f"phasebayes.simulate_run(likelihood='{self.name}').")
 
     def sim_scores(self, x: np.ndarray, options: dict, integer_scores: bool = True) -> np.ndarray:
         """Simulator: observations from :meth:`draw` -> scores in score units."""
