@@ -130,3 +130,29 @@ def test_population_tau_calibration_full():
     cov, width, n = _population_coverage(30, seed0=500)
     assert n == 60
     assert 0.8 <= cov <= 0.97, (cov, width)
+
+
+@pytest.mark.slow(ci=True)  # one data-rich multi-run fit (~1-2 min on 2 cores)
+def test_data_rich_runs_are_centred_and_mix():
+    """Many samples per cell: run offsets centred ('auto'), the run-level quantities mix, taus recovered.
+
+    Non-centred run offsets on data this rich form a funnel with the run spread. Measured on this data (2 x 500
+    draws): centred R-hat <= 1.007, min ESS 477; non-centred R-hat 1.025, min ESS 144 (both fail the bounds
+    below). At 8 runs x 8 prompts x 100 checkpoints x 50 samples non-centred gives R-hat up to 1.37, ESS 4-36.
+    """
+    kw = dict(SMALL, n_samples=50, n_steps=20, n_prompts=4)
+    runs, truth = pb.simulate_study(n_runs=4, order_parameters=["a"], tau={"a": 450.0}, run_tau_sd=50.0, seed=21, **kw)
+    sparse = MultiRunChangePointModel(pb.simulate_study(n_runs=2, order_parameters=["a"], seed=0, **SMALL)[0])
+    assert not sparse.centered_runs  # 12 scores per cell: non-centred
+    model = pb.ChangePointModel(runs)
+    assert model.centered_runs
+    res = model.fit(random_seed=4, draws=500, tune=700, chains=2, progressbar=False, warn=False)
+    diag = res.diagnostics()
+    run_level = diag[diag.index.str.startswith(("tau", "seed_sd", "before", "after"))]
+    assert run_level["r_hat"].max() < 1.015, run_level.sort_values("r_hat").tail(3)
+    assert run_level["ess_bulk"].min() > 300, run_level.sort_values("ess_bulk").head(3)
+    per_run = res.run_transition_steps(ci_prob=0.94)
+    true_run = truth.run_tau["a"]
+    assert np.all(np.abs(per_run["median"].to_numpy() - true_run) < 20), (per_run["median"].to_numpy(), true_run)
+    with pytest.raises(pb.ModelSpecError, match="parametrization"):
+        MultiRunChangePointModel(runs, parametrization="centred")
