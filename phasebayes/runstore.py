@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -29,6 +28,8 @@ import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
+
+from . import nc_handles
 
 __all__ = [
     "FORMAT_VERSION", "TEXT_GROUP", "TextArray", "BlockArray", "lazy_variable", "is_text_variable", "numeric_part",
@@ -105,8 +106,8 @@ def _outer_read(read: Callable[[tuple], np.ndarray], key: tuple) -> np.ndarray:
 class TextArray(BackendArray):
     """Lazy view of one text variable in a netCDF4 file (object array of ``str``; None = missing).
 
-    Indexing opens the file once (the handle stays open, so the data survive the path being replaced)
-    and reads only the selected cells.
+    It holds a use of the file's shared read handle (:mod:`phasebayes.nc_handles`) from creation on, so
+    the data survive the path being replaced, and reads only the selected cells.
     """
 
     def __init__(self, path: str | os.PathLike, group: str | None, name: str, shape: tuple[int, ...],
@@ -114,19 +115,20 @@ class TextArray(BackendArray):
         self.path, self.group, self.name, self.missing = str(path), group, name, missing
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(object)
-        self._lock = threading.Lock()
-        self._nc = None
+        self._use = nc_handles.Use(path)
+
+    def _handle(self):
+        if self._use is None:
+            self._use = nc_handles.Use(self.path)
+        return self._use.nc
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
 
     def _read(self, key: tuple) -> np.ndarray:
-        with self._lock:
-            if self._nc is None:
-                import netCDF4
-
-                self._nc = netCDF4.Dataset(self.path, "r")
-            grp = self._nc[self.group] if self.group else self._nc
+        nc = self._handle()
+        with nc_handles.LOCK:
+            grp = nc[self.group] if self.group else nc
 
             def read(k: tuple) -> np.ndarray:
                 data = np.asarray(grp[self.name][k], dtype=object)
@@ -144,18 +146,11 @@ class TextArray(BackendArray):
         return self  # a read-only view: copies share it
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_nc")}
+        return {k: v for k, v in self.__dict__.items() if k != "_use"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock, self._nc = threading.Lock(), None
-
-    def __del__(self) -> None:
-        if getattr(self, "_nc", None) is not None:
-            try:
-                self._nc.close()
-            except Exception:  # noqa: BLE001 - interpreter shutdown
-                pass
+        self._use = None  # a copy in another process opens the path again on first read
 
 
 class BlockArray(BackendArray):
@@ -279,12 +274,10 @@ def write_run(ds: xr.Dataset, path: str | os.PathLike) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- read
-def _text_variables(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
+def _text_variables(nc) -> tuple[dict[str, tuple], dict[str, tuple]]:
     """``(root_texts, group_texts)``: name -> (dims, shape, missing-mask name) of the text variables."""
-    import netCDF4
-
     found: tuple[dict, dict] = ({}, {})
-    with netCDF4.Dataset(path, "r") as nc:
+    with nc_handles.LOCK:
         for slot, grp in ((0, nc), (1, nc.groups.get(TEXT_GROUP))):
             if grp is None:
                 continue
@@ -297,10 +290,18 @@ def _text_variables(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
 
 
 def read_run(path: str | os.PathLike) -> xr.Dataset:
-    """Open a run file: small numeric variables in memory, large ones and all texts lazy."""
+    """Open a run file: small numeric variables in memory, large ones and all texts lazy.
+
+    Every reader shares one netCDF4 handle per file version (:mod:`phasebayes.nc_handles` says why).
+    """
+    from xarray.backends import NetCDF4DataStore
+    from xarray.backends.file_manager import DummyFileManager
+
     path = Path(path)
-    root_texts, group_texts = _text_variables(path)
-    ds = xr.open_dataset(path, engine="netcdf4", drop_variables=list(root_texts), cache=False)
+    use = nc_handles.Use(path)  # released by ds.close() or when the dataset is garbage-collected
+    store = NetCDF4DataStore(DummyFileManager(use.nc, close=use.close), lock=nc_handles.LOCK)
+    root_texts, group_texts = _text_variables(use.nc)
+    ds = xr.open_dataset(store, drop_variables=list(root_texts))
     lazy = [n for n in ds.data_vars if set(ds[n].dims) & set(LAZY_DIMS)]
     for name, var in ds.variables.items():
         if name not in lazy:
