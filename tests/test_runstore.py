@@ -163,3 +163,52 @@ def test_block_array_outer_indexing_matches_numpy():
     assert sorted(calls) == [0, 2]  # only the selected blocks were loaded
     np.testing.assert_array_equal(da.isel(b=1, c=1).values, data[:, 1, 1])
     np.testing.assert_array_equal(da.values, data)
+
+
+_REOPEN = """
+import gc, sys
+import phasebayes as pb
+path = sys.argv[1]
+first = pb.open_run(path)
+first["response"].isel(step=0).values      # texts read: the first reader's handles in use
+second = pb.open_run(path)
+second["response"].isel(step=0).values
+first["logp"].isel(step=0).values          # lazy numbers of the first reader too
+first.close(); del first; gc.collect()      # the first opener goes while the second stays
+third = pb.open_run(path)                   # HDF5 crashed here when each reader had its own handle
+print(repr(third["response"].isel(step=1).values[0, 0]), third["logp"].isel(step=[1]).values.shape[::3])
+"""
+
+
+@pytest.mark.parametrize("layout", ["current", "root_texts"])
+def test_reopening_a_run_while_an_earlier_reader_is_gone_does_not_crash(tmp_path, layout):
+    """Readers of one run file share a handle: closing the first of several and opening again is safe.
+
+    With a handle per reader the "root_texts" file (a demo run written by an earlier version, texts in the
+    root group) segfaulted inside HDF5 at the third open (H5Dget_create_plist, converting a text variable's
+    fill value), so the sequence runs in a child process; ``nc_handles`` closes the shared handle with its
+    last user.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    from phasebayes import nc_handles
+
+    if layout == "current":
+        path = pb.save_run(_run(), tmp_path / "run.nc")
+    else:
+        path = Path(shutil.copy(Path(__file__).parent / "data" / "run_root_texts_v0.nc", tmp_path / "run.nc"))
+    out = subprocess.run([sys.executable, "-c", _REOPEN, str(path)], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.split()[-2:] in (["(1,", "5)"], ["(1,", "6)"]), out.stdout  # logp of one step: (1 step, n ref steps)
+    back = pb.open_run(path)
+    back["response"].values
+    assert nc_handles.open_users(path) >= 1
+    back.close()
+    del back
+    import gc
+
+    gc.collect()
+    assert nc_handles.open_users(path) == 0  # the last user gone: the handle is closed
