@@ -22,7 +22,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,13 +30,13 @@ import xarray as xr
 
 from . import defaults
 from .errors import RunDataError
-from .storage import save_netcdf
+from .storage import SavedResult
 
 __all__ = ["Analysis", "analyze", "fraction_note"]
 
 
 @dataclass
-class Analysis:
+class Analysis(SavedResult):
     """All results of one run's analysis.
 
     Attributes
@@ -60,6 +59,8 @@ class Analysis:
         signals ``weight_distance`` and ``lora_rotation``; :meth:`reference_lags` compares every order
         parameter with each of them and with ``peak``.
     """
+
+    MISSING_HINT = "run `phasebayes analyze` first"
 
     changepoint: Any
     peak: Any = None
@@ -226,10 +227,6 @@ class Analysis:
                           settings=json.dumps(self.settings, default=str))
         return root
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the analysis DataTree to one netCDF file (atomic)."""
-        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
-
     @classmethod
     def from_datatree(cls, tree: xr.DataTree) -> "Analysis":
         """Rebuild from :meth:`to_datatree` output."""
@@ -257,16 +254,6 @@ class Analysis:
         settings = json.loads(tree.attrs.get("settings", "{}"))
         refs = {k[len("reference_"):]: GradientPeakResult.from_datatree(tree[k]) for k in tree.children if k.startswith("reference_")}
         return cls(cp, peak, dec, dis, length, settings, refs)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "Analysis":
-        """Read an analysis written by :meth:`save` (no refitting)."""
-        path = Path(path)
-        if not path.exists():
-            raise RunDataError(f"no saved analysis at {path}; run `phasebayes analyze` first.")
-        with xr.open_datatree(path, engine="netcdf4") as tree:
-            tree = tree.load()
-        return cls.from_datatree(tree)
 
 
 def fraction_note(attrs: dict) -> str:

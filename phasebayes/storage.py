@@ -54,17 +54,35 @@ def save_netcdf(obj, path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     return Path(path)
 
 
-def load_netcdf_tree(path: str | os.PathLike):
-    """Read a netCDF4 DataTree written by :func:`save_netcdf` fully into memory.
+def load_netcdf_tree(path: str | os.PathLike, *, hint: str = ""):
+    """Read a netCDF4 DataTree written by :func:`save_netcdf` fully into memory (the file is closed after).
 
-    Raises :class:`~phasebayes.errors.RunDataError` when there is no file at ``path``.
+    Raises :class:`~phasebayes.errors.RunDataError` when there is no file at ``path`` (``hint`` says how
+    to make one).
     """
     import xarray as xr
 
     path = Path(path)
     if not path.exists():
-        raise RunDataError(f"no saved result at {path}.")
-    # Loaded into memory and left to garbage collection, as the three loaders did before they shared this
-    # function: closing the tree explicitly here preceded a segmentation fault inside netCDF4's next open of a
-    # run file in the same process (CI, tests/test_demo.py, twice in a row).
-    return xr.open_datatree(path, engine="netcdf4").load()
+        raise RunDataError(f"no saved result at {path}" + (f"; {hint}" if hint else "") + ".")
+    with xr.open_datatree(path, engine="netcdf4") as tree:
+        return tree.load()
+
+
+class SavedResult:
+    """The one persistence path of results: ``save`` / ``load`` through ``to_datatree`` / ``from_datatree``.
+
+    A result class defines ``to_datatree()`` (data, posterior and config in one DataTree) and the
+    classmethod ``from_datatree(tree)``; ``MISSING_HINT`` completes the error for a missing file.
+    """
+
+    MISSING_HINT = ""
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the result to one netCDF4 file (atomic; refuses to overwrite unless ``overwrite``)."""
+        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a result written by :meth:`save` (no refitting)."""
+        return cls.from_datatree(load_netcdf_tree(path, hint=cls.MISSING_HINT))

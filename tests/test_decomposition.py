@@ -195,6 +195,8 @@ def test_locations_tables_and_storage(tmp_path):
     back = DecompositionResult.from_datatree(xr.open_datatree(path, engine="netcdf4"))
     pd.testing.assert_frame_equal(back.fractions(), f)
     pd.testing.assert_frame_equal(back.fractions(42.0), g)
+    alone = DecompositionResult.load(res.save(tmp_path / "decomposition.nc"))  # the shared save/load
+    pd.testing.assert_frame_equal(alone.fractions(), f)
 
 
 def test_named_locations_from_transition_table_and_plots():

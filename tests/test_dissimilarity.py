@@ -321,6 +321,9 @@ def test_datatree_round_trip_next_to_other_results(tmp_path):
     tree.to_netcdf(path, engine="netcdf4")
     back = DissimilarityResult.from_datatree(xr.open_datatree(path, engine="netcdf4"))
     xr.testing.assert_allclose(back.data, res.data)
+    xr.testing.assert_allclose(DissimilarityResult.load(res.save(tmp_path / "dissimilarity.nc")).data, res.data)
+    with pytest.raises(pb.OutputExistsError):
+        res.save(tmp_path / "dissimilarity.nc")
     assert back.data.attrs["measure"] == "js" and back.data.attrs["units"] == "bits"
     assert back.total_estimator == "exact_likelihood"
     assert list(back.data["order_parameter"].values) == list(res.data["order_parameter"].values)

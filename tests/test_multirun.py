@@ -133,7 +133,7 @@ def test_population_tau_calibration_full():
 
 
 @pytest.mark.slow(ci=True)  # one data-rich multi-run fit (~1-2 min on 2 cores)
-def test_data_rich_runs_are_centred_and_mix():
+def test_data_rich_runs_are_centred_and_mix(tmp_path):
     """Many samples per cell: run offsets centred ('auto'), the run-level quantities mix, taus recovered.
 
     Non-centred run offsets on data this rich form a funnel with the run spread. Measured on this data (2 x 500
@@ -154,5 +154,8 @@ def test_data_rich_runs_are_centred_and_mix():
     per_run = res.run_transition_steps(ci_prob=0.94)
     true_run = truth.run_tau["a"]
     assert np.all(np.abs(per_run["median"].to_numpy() - true_run) < 20), (per_run["median"].to_numpy(), true_run)
+    back = pb.MultiRunResult.load(res.save(tmp_path / "study.nc"))  # centred fits round-trip too
+    np.testing.assert_array_equal(back.draws("tau_run"), res.draws("tau_run"))
+    assert back.model.centered_runs and back.runs == res.runs
     with pytest.raises(pb.ModelSpecError, match="parametrization"):
         MultiRunChangePointModel(runs, parametrization="centred")

@@ -16,8 +16,6 @@ sigma ~ HalfNormal(sd(log y)).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +23,7 @@ import xarray as xr
 
 from ..errors import ModelSpecError, RunDataError
 from ..intervals import summarize_draws
-from ..storage import load_netcdf_tree, save_netcdf
+from ..storage import SavedResult
 
 __all__ = ["GradientPeak", "GradientPeakResult"]
 
@@ -188,7 +186,7 @@ class GradientPeak:
         return result
 
 
-class GradientPeakResult:
+class GradientPeakResult(SavedResult):
     """Posterior of the training-signal peak (``peak``, in training steps)."""
 
     def __init__(self, posterior: xr.Dataset, sample_stats: xr.Dataset, steps: np.ndarray, y: np.ndarray,
@@ -279,11 +277,3 @@ class GradientPeakResult:
                    trace["signal"].values, str(tree.attrs["signal"]), bool(tree.attrs["log_scale"]),
                    kind=str(tree.attrs.get("kind", "peak")))
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write to netCDF (atomic; refuses to overwrite unless asked)."""
-        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "GradientPeakResult":
-        """Read a result written by :meth:`save`."""
-        return cls.from_datatree(load_netcdf_tree(path))

@@ -233,4 +233,5 @@ class MultiRunChangePointModel:
     def config_dict(self) -> dict:
         """Constructor arguments (JSON-able) to rebuild this model from its runs."""
         return {"likelihood": self.likelihood, "threshold": self.threshold, "below": self.below,
-                "priors": self.priors, "order_parameters": self.order_parameters}
+                "priors": self.priors, "order_parameters": self.order_parameters,
+                "parametrization": "centered" if self.centered_runs else "noncentered"}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,14 +12,14 @@ import xarray as xr
 from ..dataset import _encodable
 from ..errors import DiagnosticsWarning, RunDataError
 from ..intervals import summarize_draws
-from ..storage import load_netcdf_tree, save_netcdf
+from ..storage import SavedResult
 from .links import _inv_link, _ScoreScale
 from .sampling import diagnostic_problems, _flat, _unflat
 
 __all__ = ["MultiRunResult"]
 
 
-class MultiRunResult:
+class MultiRunResult(SavedResult):
     """Posterior of a :class:`~phasebayes.models.multirun.MultiRunChangePointModel`.
 
     ``posterior`` holds, besides the raw parameters (all in training steps / score units):
@@ -190,23 +188,22 @@ class MultiRunResult:
         return problems
 
     # -- persistence --------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the runs, posterior and config to one netCDF file (atomic; no overwrite unless asked)."""
+    def to_datatree(self) -> xr.DataTree:
+        """Runs, posterior and config in one DataTree (groups: posterior, sample_stats, run_0, run_1, ...)."""
         children = {"posterior": self.posterior, "sample_stats": self.sample_stats}
         children.update({f"run_{i}": _encodable(d) for i, d in enumerate(self.model.runs.values())})
         tree = xr.DataTree.from_dict(children)
         tree.attrs.update({"phasebayes_model": "MultiRunChangePointModel", "runs": json.dumps(self.runs),
                            "config": json.dumps(self.model.config_dict())})
-        return save_netcdf(tree, path, overwrite=overwrite)
+        return tree
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "MultiRunResult":
-        """Read a result written by :meth:`save`."""
+    def from_datatree(cls, tree: xr.DataTree) -> "MultiRunResult":
+        """Rebuild a result (and its model) from :meth:`to_datatree` output."""
         from .multirun import MultiRunChangePointModel
 
-        tree = load_netcdf_tree(path)
         if tree.attrs.get("phasebayes_model") != "MultiRunChangePointModel":
-            raise RunDataError(f"{path} is not a saved multi-run change-point result.")
+            raise RunDataError("this file is not a saved multi-run change-point result.")
         names = json.loads(tree.attrs["runs"])
         runs = {}
         for i, name in enumerate(names):

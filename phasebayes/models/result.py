@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,12 +13,12 @@ from ..dataset import _encodable
 from ..runstore import numeric_part
 from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
 from ..intervals import resolve_ci, summarize_draws
-from ..storage import load_netcdf_tree, save_netcdf
+from ..storage import SavedResult
 from .checks import _ModelChecks
 from .links import _ScoreScale
 from .sampling import diagnostic_problems, _flat, _unflat
 
-class ChangePointResult(_ModelChecks):
+class ChangePointResult(_ModelChecks, SavedResult):
     """Posterior of a :class:`ChangePointModel` fit, with summaries, diagnostics, plots and save/load.
 
     ``posterior`` holds, besides the raw parameters, ``tau`` (order_parameter; training steps; the
@@ -307,10 +306,6 @@ class ChangePointResult(_ModelChecks):
         tree.attrs["phasebayes_version"] = __version__
         return tree
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write data, posterior and config to one netCDF file (atomic; refuses to overwrite unless asked)."""
-        return save_netcdf(self.to_datatree(), path, overwrite=overwrite)
-
     @classmethod
     def from_datatree(cls, tree: xr.DataTree) -> "ChangePointResult":
         """Rebuild a result (and its model) from :meth:`to_datatree` output."""
@@ -332,11 +327,6 @@ class ChangePointResult(_ModelChecks):
         posterior = posterior.assign_coords(order_parameter=list(cfg.order_parameters), prompt=model.prompts)
         extra = {k: tree[k].to_dataset() for k in tree.children if k not in ("posterior", "sample_stats", "run")}
         return cls(model, posterior, tree["sample_stats"].to_dataset(), extra)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ChangePointResult":
-        """Read a result written by :meth:`save`."""
-        return cls.from_datatree(load_netcdf_tree(path))
 
     # -- plots ----------------------------------------------------------------
     def plot_trajectories(self, ci_prob: float | None = None, max_prompts: int = 8):

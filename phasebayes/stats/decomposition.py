@@ -24,6 +24,7 @@ import xarray as xr
 from .. import defaults
 from ..errors import DPIViolationWarning, ModelSpecError, RunDataError
 from ..intervals import interval_along
+from ..storage import SavedResult
 from .dissimilarity import N_DRAWS, DissimilarityResult, Prepared, build_result, posterior_draws, prepare
 from .fractions import P_COMPLETE, fraction_draws, se_floor
 from .score_bins import window_counts
@@ -224,7 +225,7 @@ class Decomposition:
         return result
 
 
-class DecompositionResult:
+class DecompositionResult(SavedResult):
     """Fractions ρ_k with credible intervals, as a curve and at named locations (see module docstring).
 
     ``data`` holds the draws (``rho_draws``, ``d_full_draws``, ``rho_prompt_draws``), the curve summaries
@@ -323,7 +324,7 @@ class DecompositionResult:
         return float(lo), float(hi)
 
     def to_datatree(self, name: str = "decomposition") -> xr.DataTree:
-        """As an :class:`xarray.DataTree` node with child ``dissimilarity`` (save with ``to_netcdf``)."""
+        """As an :class:`xarray.DataTree` node with child ``dissimilarity`` (or :meth:`save` it to a file)."""
         children = {"dissimilarity": self.dissimilarity.to_datatree("dissimilarity")}
         return xr.DataTree(dataset=netcdf_safe(self.data), name=name, children=children)
 

@@ -26,6 +26,7 @@ from ..dataset import validate
 from ..defaults import CI_PROB
 from ..errors import ModelSpecError, RunDataError
 from ..intervals import interval_along
+from ..storage import SavedResult
 from .classifier_bound import classifier_terms
 from .divergence import MEASURES, check_measure, window_slots
 from .histogram_posterior import HistogramDraws, histogram_posterior
@@ -296,7 +297,7 @@ def length_curve(ds: xr.Dataset, window: int = 1, measure: str = "linear", *, on
     return out
 
 
-class DissimilarityResult:
+class DissimilarityResult(SavedResult):
     """Dissimilarity curves (wraps an :class:`xarray.Dataset`, in ``.data``).
 
     Variables (``mid_step`` = midpoint step of each boundary, training-step units): ``d_total``,
