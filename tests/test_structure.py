@@ -80,3 +80,17 @@ def test_one_persistence_path():
         assert callable(cls.to_datatree) and callable(cls.from_datatree), cls
     with pytest.raises(pb.RunDataError, match="phasebayes analyze"):
         Analysis.load("/nonexistent/analysis.nc")
+
+
+def test_one_way_to_matplotlib_and_one_diagnostics_table():
+    """pyplot comes from phasebayes.plotting only; R-hat/ESS tables from models.sampling only."""
+    offenders, diag = [], []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        text = path.read_text()
+        if rel != "plotting.py" and ("import matplotlib" in text or "def _plt" in text):
+            offenders.append(rel)
+        if rel != "models/sampling.py" and ("az.rhat(" in text or "az.ess(" in text):
+            diag.append(rel)
+    assert not offenders, f"use phasebayes.plotting.pyplot: {offenders}"
+    assert not diag, f"use phasebayes.models.sampling.diagnostics_table: {diag}"

@@ -144,7 +144,7 @@ def plot_calibration(run: str | os.PathLike, ds: xr.Dataset | None = None, *, ra
     """Judge score (y) against human rating (x) per judged order parameter: answers (dots, jittered),
     mean judge score per human-rating bin with its ``ci_prob`` bootstrap interval, and the identity line.
     Returns a matplotlib Figure (None without ratings)."""
-    from ..report.figures import _plt
+    from ..plotting import pyplot
 
     ci_prob = CI_PROB if ci_prob is None else float(ci_prob)
     ratings = load_ratings(run) if ratings is None else ratings
@@ -164,7 +164,7 @@ def plot_calibration(run: str | os.PathLike, ds: xr.Dataset | None = None, *, ra
                 panels.append((op, pairs))
     if not panels:
         return None
-    plt = _plt()
+    plt = pyplot(headless=True)
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
     for ax, (op, pairs) in zip(axes[0], panels):

@@ -24,6 +24,7 @@ import xarray as xr
 from ..errors import ModelSpecError, RunDataError
 from ..intervals import summarize_draws
 from ..storage import SavedResult
+from .sampling import count_divergences, diagnostics_table
 
 __all__ = ["GradientPeak", "GradientPeakResult"]
 
@@ -206,19 +207,17 @@ class GradientPeakResult(SavedResult):
 
     def summary(self, ci_prob: float | None = None, ci_kind: str | None = None) -> pd.DataFrame:
         """One row (the signal): mean, median, sd, lower, upper of the peak step, plus R-hat/ESS."""
-        import arviz as az
-
         table = summarize_draws({self.signal: self.peak_draws()}, ci_prob=ci_prob, ci_kind=ci_kind,
                                 index_name="signal", units="training steps")
-        x = self.posterior["peak"].transpose("chain", "draw").values
-        table["r_hat"] = float(az.rhat(x))
-        table["ess_bulk"] = float(az.ess(x, method="bulk"))
+        diag = diagnostics_table(self.posterior, ["peak"]).iloc[0]
+        table["r_hat"] = diag["r_hat"]
+        table["ess_bulk"] = diag["ess_bulk"]
         table["divergences"] = self.n_divergences
         return table
 
     @property
     def n_divergences(self) -> int:
-        return int(self.sample_stats["diverging"].values.sum()) if "diverging" in self.sample_stats else 0
+        return count_divergences(self.sample_stats)
 
     def check_diagnostics(self, warn: bool = True) -> list[str]:
         """Warn loudly (DiagnosticsWarning) if R-hat, ESS or divergences are bad; return the problems."""

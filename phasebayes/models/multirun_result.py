@@ -14,7 +14,7 @@ from ..errors import DiagnosticsWarning, RunDataError
 from ..intervals import summarize_draws
 from ..storage import SavedResult
 from .links import _inv_link, _ScoreScale
-from .sampling import diagnostic_problems, _flat, _unflat
+from .sampling import _flat, _unflat, count_divergences, diagnostic_problems, diagnostics_table
 
 __all__ = ["MultiRunResult"]
 
@@ -87,7 +87,7 @@ class MultiRunResult(SavedResult):
             table = summarize_draws({(op, r): d[:, k, j] for k, op in enumerate(self.order_parameters)
                                      for j, r in enumerate(self.runs)}, ci_prob=ci_prob, ci_kind=ci_kind, units=units)
             table.index = pd.MultiIndex.from_tuples(table.index, names=["order_parameter", "run"])
-        diag = self._diag([name])
+        diag = diagnostics_table(self.posterior, [name])
         table["r_hat"] = diag["r_hat"].values
         table["ess_bulk"] = diag["ess_bulk"].values
         return table
@@ -151,33 +151,17 @@ class MultiRunResult(SavedResult):
         return table
 
     # -- diagnostics -------------------------------------------------------
-    def _diag(self, names: list[str]) -> pd.DataFrame:
-        import arviz as az
-
-        rows = {}
-        for name in names:
-            var = self.posterior[name]
-            extra = [d for d in var.dims if d not in ("chain", "draw")]
-            stacked = var.stack(_f_=extra) if extra else var.expand_dims(_f_=[0])
-            for i in range(stacked.sizes["_f_"]):
-                x = stacked.isel(_f_=i).transpose("chain", "draw").values
-                key = stacked["_f_"].values[i]
-                label = f"{name}[{', '.join(map(str, key if isinstance(key, tuple) else (key,)))}]" if extra else name
-                rows[label] = {"r_hat": float(az.rhat(x)), "ess_bulk": float(az.ess(x, method="bulk")),
-                               "ess_tail": float(az.ess(x, method="tail", prob=0.05))}
-        return pd.DataFrame.from_dict(rows, orient="index")
-
     def diagnostics(self) -> pd.DataFrame:
         """R-hat, bulk and tail ESS of every reported quantity; ``attrs['divergences']``."""
         names = ["tau", "tau_run", "seed_sd", "width", "before", "after", "before_run", "after_run"]
         names += [n for n in ("concentration", "noise_sd", "dispersion") if n in self.posterior]
-        table = self._diag(names)
+        table = diagnostics_table(self.posterior, names)
         table.attrs["divergences"] = self.n_divergences
         return table
 
     @property
     def n_divergences(self) -> int:
-        return int(self.sample_stats["diverging"].values.sum()) if "diverging" in self.sample_stats else 0
+        return count_divergences(self.sample_stats)
 
     def check_diagnostics(self, warn: bool = True) -> list[str]:
         """List diagnostic problems (R-hat > 1.01, ESS < 400, divergences); warn if any."""

@@ -5,19 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..intervals import interval, resolve_ci
-
-
-def _plt():
-    """pyplot, imported lazily; matplotlib itself picks a headless backend when there is no display
-    and keeps a notebook's inline backend."""
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..plotting import pyplot
 
 
 def plot_trajectories(result, ci_prob: float | None = None, max_prompts: int = 8):
     """Observed cell means (dots), fitted per-prompt curves (thin), population curve with band, tau band."""
-    plt = _plt()
+    plt = pyplot()
     prob, _ = resolve_ci(ci_prob, None)
     model = result.model
     pred = result.predict()
@@ -53,7 +46,7 @@ def plot_trajectories(result, ci_prob: float | None = None, max_prompts: int = 8
 
 def plot_tau(result, ci_prob: float | None = None):
     """Histogram of the tau posterior per order parameter, with its credible interval."""
-    plt = _plt()
+    plt = pyplot()
     prob, kind = resolve_ci(ci_prob, None)
     tau = result.draws("tau")
     ops = result.order_parameters
@@ -72,7 +65,7 @@ def plot_tau(result, ci_prob: float | None = None):
 
 def plot_gradient_peak(result, ci_prob: float | None = None):
     """Training signal, fitted smooth curve with band, and the peak's credible interval."""
-    plt = _plt()
+    plt = pyplot()
     prob, kind = resolve_ci(ci_prob, None)
     fig, ax = plt.subplots(figsize=(8, 3))
     y = -result.y if getattr(result, "kind", "peak") == "trough" else result.y  # a trough is fitted negated

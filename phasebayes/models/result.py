@@ -16,7 +16,7 @@ from ..intervals import resolve_ci, summarize_draws
 from ..storage import SavedResult
 from .checks import _ModelChecks
 from .links import _ScoreScale
-from .sampling import diagnostic_problems, _flat, _unflat
+from .sampling import _flat, _unflat, count_divergences, diagnostic_problems, diagnostics_table
 
 class ChangePointResult(_ModelChecks, SavedResult):
     """Posterior of a :class:`ChangePointModel` fit, with summaries, diagnostics, plots and save/load.
@@ -215,31 +215,7 @@ class ChangePointResult(_ModelChecks, SavedResult):
 
     # -- diagnostics -------------------------------------------------------
     def _diag_vars(self, names: list[str]) -> pd.DataFrame:
-        import arviz as az
-
-        rows = {}
-        for name in names:
-            if name not in self.posterior:
-                continue
-            var = self.posterior[name]
-            extra_dims = [d for d in var.dims if d not in ("chain", "draw")]
-            stacked = var.stack(_flat_=extra_dims) if extra_dims else var.expand_dims(_flat_=[0])
-            for i in range(stacked.sizes["_flat_"]):
-                x = stacked.isel(_flat_=i).transpose("chain", "draw").values
-                label = name
-                if extra_dims:
-                    key = stacked["_flat_"].values[i]
-                    key = key if isinstance(key, tuple) else (key,)
-                    label = f"{name}[{', '.join(str(k) for k in key)}]"
-                if np.ptp(x) == 0:
-                    rows[label] = {"r_hat": np.nan, "ess_bulk": np.nan, "ess_tail": np.nan}
-                    continue
-                rows[label] = {
-                    "r_hat": float(az.rhat(x)),
-                    "ess_bulk": float(az.ess(x, method="bulk")),
-                    "ess_tail": float(az.ess(x, method="tail", prob=0.05)),
-                }
-        return pd.DataFrame.from_dict(rows, orient="index")
+        return diagnostics_table(self.posterior, names)
 
     def diagnostics(self) -> pd.DataFrame:
         """R-hat, bulk and tail ESS of every reported quantity; ``attrs['divergences']`` counts divergences."""
@@ -256,9 +232,7 @@ class ChangePointResult(_ModelChecks, SavedResult):
 
     @property
     def n_divergences(self) -> int:
-        if "diverging" not in self.sample_stats:
-            return 0
-        return int(self.sample_stats["diverging"].values.sum())
+        return count_divergences(self.sample_stats)
 
     def check_diagnostics(self, warn: bool = True) -> list[str]:
         """List the diagnostic problems (R-hat > 1.01, ESS < 400, divergences); warn loudly if any."""

@@ -124,3 +124,36 @@ def diagnostic_problems(table, n_divergences: int) -> list[str]:
     if n_divergences:
         problems.append(f"{n_divergences} divergent transitions")
     return problems
+
+
+def diagnostics_table(posterior: xr.Dataset, names: list[str]) -> "pd.DataFrame":
+    """R-hat, bulk ESS and tail ESS (5 % tails) per scalar of the ``names`` in ``posterior`` (ArviZ's
+    rank-normalised split R-hat and ESS); rows ``name`` or ``name[coord, ...]``. Quantities that never
+    move (a fixed value) get NaN. Names missing from ``posterior`` are skipped."""
+    import arviz as az
+    import pandas as pd
+
+    rows = {}
+    for name in names:
+        if name not in posterior:
+            continue
+        var = posterior[name]
+        extra_dims = [d for d in var.dims if d not in ("chain", "draw")]
+        stacked = var.stack(_flat_=extra_dims) if extra_dims else var.expand_dims(_flat_=[0])
+        for i in range(stacked.sizes["_flat_"]):
+            x = stacked.isel(_flat_=i).transpose("chain", "draw").values
+            label = name
+            if extra_dims:
+                key = stacked["_flat_"].values[i]
+                label = f"{name}[{', '.join(str(k) for k in (key if isinstance(key, tuple) else (key,)))}]"
+            if np.ptp(x) == 0:
+                rows[label] = {"r_hat": np.nan, "ess_bulk": np.nan, "ess_tail": np.nan}
+                continue
+            rows[label] = {"r_hat": float(az.rhat(x)), "ess_bulk": float(az.ess(x, method="bulk")),
+                           "ess_tail": float(az.ess(x, method="tail", prob=0.05))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def count_divergences(sample_stats: xr.Dataset) -> int:
+    """Number of divergent transitions in ``sample_stats`` (0 when the sampler does not record them)."""
+    return int(sample_stats["diverging"].values.sum()) if "diverging" in sample_stats else 0

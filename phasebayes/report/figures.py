@@ -7,28 +7,16 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..plotting import pyplot
+
 __all__ = ["report_figures", "plot_ppc"]
-
-
-def _plt():
-    import matplotlib
-
-    backend = matplotlib.get_backend().lower()
-    if backend != "agg" and "inline" not in backend and "ipympl" not in backend and "widget" not in backend:
-        try:
-            matplotlib.use("Agg", force=False)
-        except Exception:  # pragma: no cover
-            pass
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_ppc(changepoint, ci_prob: float = 0.94, n_draws: int = 200):
     """Posterior predictive check: prompt-averaged observed means (dots) against the replicated ones
     (median line and ``ci_prob`` band) per order parameter; the title gives the share of (step, prompt)
     cells whose observed mean falls inside its predictive interval."""
-    plt = _plt()
+    plt = pyplot(headless=True)
     pp = changepoint.posterior_predictive(n_draws=n_draws)
     ops = [str(o) for o in pp["order_parameter"].values]
     fig, axes = plt.subplots(1, len(ops), figsize=(3.2 * len(ops), 2.8), squeeze=False)

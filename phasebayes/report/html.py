@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..plotting import pyplot
 from ..storage import atomic_write_text
 from ..texts import has_texts, responses
 from .figures import report_figures
@@ -32,7 +33,7 @@ pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em} .resp{white
 
 
 def _fig_png(fig, dpi: int = 110) -> bytes:
-    import matplotlib.pyplot as plt
+    plt = pyplot(headless=True)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelSpecError
+from ..plotting import pyplot
 
 __all__ = ["plot_dissimilarity", "plot_fractions", "plot_fraction_curve", "plot_peak_vs_tau", "plot_length_curve"]
 
 
 def plot_dissimilarity(res, *, ax=None):
     """Total change (± normal band) and per-order-parameter posterior curves (interval bands)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     df = res.to_dataframe()
     fig, axes = (plt.subplots(2, 1, figsize=(7, 6), sharex=True) if ax is None else (ax.figure, [ax, ax]))
@@ -36,7 +37,7 @@ def plot_dissimilarity(res, *, ax=None):
 
 def plot_fractions(df: pd.DataFrame, *, ax=None, percent: bool = True):
     """Bar chart of a :meth:`DecompositionResult.fractions` table with its intervals."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = (plt.subplots(figsize=(1.2 + 0.8 * len(df), 3.5)) if ax is None else (ax.figure, ax))
     f = 100.0 if percent else 1.0
@@ -59,7 +60,7 @@ def plot_fractions(df: pd.DataFrame, *, ax=None, percent: bool = True):
 
 def plot_fraction_curve(res, *, ax=None):
     """Fraction curves ρ_k(step) with interval bands and the peak of the total curve."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = res.data
     fig, ax = (plt.subplots(figsize=(7, 3.5)) if ax is None else (ax.figure, ax))
@@ -79,7 +80,7 @@ def plot_fraction_curve(res, *, ax=None):
 
 def plot_peak_vs_tau(peak: float, tau: pd.DataFrame, *, peak_interval: tuple[float, float] | None = None, ax=None):
     """Horizontal interval plot of τ per order parameter with the peak of the total curve as a line."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not isinstance(tau, pd.DataFrame) or not {"mean", "lower", "upper"} <= set(tau.columns):
         raise ModelSpecError("tau must be a DataFrame indexed by order parameter with columns mean, lower, upper.")
@@ -101,7 +102,7 @@ def plot_peak_vs_tau(peak: float, tau: pd.DataFrame, *, peak_interval: tuple[flo
 
 def plot_length_curve(table: pd.DataFrame, *, ax=None):
     """Total change at its peak against the answer prefix length (a :func:`length_curve` table)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = (plt.subplots(figsize=(5, 3.2)) if ax is None else (ax.figure, ax))
     pre = table[table.index >= 0]
