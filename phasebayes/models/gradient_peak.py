@@ -24,7 +24,7 @@ import xarray as xr
 from ..errors import ModelSpecError, RunDataError
 from ..intervals import summarize_draws
 from ..storage import SavedResult
-from .sampling import count_divergences, diagnostics_table
+from .sampling import CheckedDraws, diagnostics_table
 
 __all__ = ["GradientPeak", "GradientPeakResult"]
 
@@ -187,8 +187,10 @@ class GradientPeak:
         return result
 
 
-class GradientPeakResult(SavedResult):
+class GradientPeakResult(CheckedDraws, SavedResult):
     """Posterior of the training-signal peak (``peak``, in training steps)."""
+
+    DIAGNOSTICS_FIX = "The trace may have several bumps; try more tune/draws."
 
     def __init__(self, posterior: xr.Dataset, sample_stats: xr.Dataset, steps: np.ndarray, y: np.ndarray,
                  signal: str, log_scale: bool, kind: str = "peak"):
@@ -215,29 +217,11 @@ class GradientPeakResult(SavedResult):
         table["divergences"] = self.n_divergences
         return table
 
-    @property
-    def n_divergences(self) -> int:
-        return count_divergences(self.sample_stats)
-
-    def check_diagnostics(self, warn: bool = True) -> list[str]:
-        """Warn loudly (DiagnosticsWarning) if R-hat, ESS or divergences are bad; return the problems."""
-        import warnings
-
-        from .. import defaults
-        from ..errors import DiagnosticsWarning
-
-        row = self.summary().iloc[0]
-        problems = []
-        if row["r_hat"] > defaults.RHAT_MAX:
-            problems.append(f"R-hat of the peak is {row['r_hat']:.3f}")
-        if row["ess_bulk"] < defaults.ESS_MIN:
-            problems.append(f"bulk ESS of the peak is {row['ess_bulk']:.0f}")
-        if self.n_divergences:
-            problems.append(f"{self.n_divergences} divergent transitions")
-        if problems and warn:
-            warnings.warn("GradientPeak diagnostics are bad: " + "; ".join(problems)
-                          + " (the trace may have several bumps; try more tune/draws)", DiagnosticsWarning, stacklevel=3)
-        return problems
+    def diagnostics(self) -> pd.DataFrame:
+        """R-hat, bulk and tail ESS of the peak step; ``attrs['divergences']``."""
+        table = diagnostics_table(self.posterior, ["peak"])
+        table.attrs["divergences"] = self.n_divergences
+        return table
 
     def curve(self, n_draws: int = 200, seed: int = 0) -> xr.DataArray:
         """Fitted smooth signal (signal units) at the logged steps, for ``n_draws`` draws: (draw, step)."""

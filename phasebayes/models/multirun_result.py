@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ..dataset import _encodable
-from ..errors import DiagnosticsWarning, RunDataError
+from ..errors import RunDataError
 from ..intervals import summarize_draws
 from ..storage import SavedResult
 from .links import _inv_link, _ScoreScale
-from .sampling import _flat, _unflat, count_divergences, diagnostic_problems, diagnostics_table
+from .sampling import CheckedDraws, _flat, _unflat, diagnostics_table
 
 __all__ = ["MultiRunResult"]
 
 
-class MultiRunResult(SavedResult):
+class MultiRunResult(CheckedDraws, SavedResult):
     """Posterior of a :class:`~phasebayes.models.multirun.MultiRunChangePointModel`.
 
     ``posterior`` holds, besides the raw parameters (all in training steps / score units):
@@ -158,18 +157,6 @@ class MultiRunResult(SavedResult):
         table = diagnostics_table(self.posterior, names)
         table.attrs["divergences"] = self.n_divergences
         return table
-
-    @property
-    def n_divergences(self) -> int:
-        return count_divergences(self.sample_stats)
-
-    def check_diagnostics(self, warn: bool = True) -> list[str]:
-        """List diagnostic problems (R-hat > 1.01, ESS < 400, divergences); warn if any."""
-        problems = diagnostic_problems(self.diagnostics(), self.n_divergences)
-        if problems and warn:
-            warnings.warn("MCMC diagnostics are bad — do not trust these intervals yet: " + "; ".join(problems)
-                          + ". Try more tune/draws or target_accept=0.99.", DiagnosticsWarning, stacklevel=3)
-        return problems
 
     # -- persistence --------------------------------------------------------
     def to_datatree(self) -> xr.DataTree:

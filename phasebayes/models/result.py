@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,14 +10,14 @@ import xarray as xr
 
 from ..dataset import _encodable
 from ..runstore import numeric_part
-from ..errors import DiagnosticsWarning, ModelSpecError, RunDataError
+from ..errors import ModelSpecError, RunDataError
 from ..intervals import resolve_ci, summarize_draws
 from ..storage import SavedResult
 from .checks import _ModelChecks
 from .links import _ScoreScale
-from .sampling import _flat, _unflat, count_divergences, diagnostic_problems, diagnostics_table
+from .sampling import CheckedDraws, _flat, _unflat, diagnostics_table
 
-class ChangePointResult(_ModelChecks, SavedResult):
+class ChangePointResult(_ModelChecks, CheckedDraws, SavedResult):
     """Posterior of a :class:`ChangePointModel` fit, with summaries, diagnostics, plots and save/load.
 
     ``posterior`` holds, besides the raw parameters, ``tau`` (order_parameter; training steps; the
@@ -26,6 +25,9 @@ class ChangePointResult(_ModelChecks, SavedResult):
     ``tau_prompt`` (order_parameter, prompt), ``width`` (steps; sigmoid), ``before``/``after``
     (population levels in score units: 0–100 for judge scores, probability for binomial).
     """
+
+    DIAGNOSTICS_FIX = ("Try more tune/draws, target_accept=0.95, or check whether this order parameter has a "
+                       "transition at all (fit(compare_null=True)).")
 
     def __init__(self, model, posterior: xr.Dataset, sample_stats: xr.Dataset,
                  extra: dict[str, xr.Dataset] | None = None):
@@ -229,23 +231,6 @@ class ChangePointResult(_ModelChecks, SavedResult):
         table.attrs["divergences"] = self.n_divergences
         table.attrs["draws"] = int(self.posterior.sizes["chain"] * self.posterior.sizes["draw"])
         return table
-
-    @property
-    def n_divergences(self) -> int:
-        return count_divergences(self.sample_stats)
-
-    def check_diagnostics(self, warn: bool = True) -> list[str]:
-        """List the diagnostic problems (R-hat > 1.01, ESS < 400, divergences); warn loudly if any."""
-        problems = diagnostic_problems(self.diagnostics(), self.n_divergences)
-        if problems and warn:
-            warnings.warn(
-                "MCMC diagnostics are bad — do not trust these intervals yet: " + "; ".join(problems)
-                + ". Try more tune/draws, target_accept=0.95, or check whether this order parameter has a "
-                "transition at all (fit(compare_null=True)).",
-                DiagnosticsWarning,
-                stacklevel=3,
-            )
-        return problems
 
     # -- comparison with the gradient peak -----------------------------------
     def compare_to(self, peak, ci_prob: float | None = None, ci_kind: str | None = None, seed: int = 0) -> pd.DataFrame:

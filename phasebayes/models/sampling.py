@@ -157,3 +157,26 @@ def diagnostics_table(posterior: xr.Dataset, names: list[str]) -> "pd.DataFrame"
 def count_divergences(sample_stats: xr.Dataset) -> int:
     """Number of divergent transitions in ``sample_stats`` (0 when the sampler does not record them)."""
     return int(sample_stats["diverging"].values.sum()) if "diverging" in sample_stats else 0
+
+
+class CheckedDraws:
+    """The one diagnostics check of fitted results (mixin): needs ``sample_stats`` and ``diagnostics()``
+    (a :func:`diagnostics_table`); ``DIAGNOSTICS_FIX`` says what to try when the check fails."""
+
+    DIAGNOSTICS_FIX = "Try more tune/draws or target_accept=0.99."
+
+    @property
+    def n_divergences(self) -> int:
+        """Divergent transitions over all chains."""
+        return count_divergences(self.sample_stats)
+
+    def check_diagnostics(self, warn: bool = True) -> list[str]:
+        """The diagnostic problems (R-hat, ESS, divergences; thresholds in :mod:`phasebayes.defaults`);
+        warns loudly (:class:`~phasebayes.errors.DiagnosticsWarning`) if there are any and ``warn``."""
+        from ..errors import DiagnosticsWarning
+
+        problems = diagnostic_problems(self.diagnostics(), self.n_divergences)
+        if problems and warn:
+            warnings.warn("MCMC diagnostics are bad — do not trust these intervals yet: " + "; ".join(problems)
+                          + ". " + self.DIAGNOSTICS_FIX, DiagnosticsWarning, stacklevel=3)
+        return problems
