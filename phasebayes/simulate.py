@@ -232,7 +232,7 @@ def simulate_run(
     for k, op in enumerate(ops):
         f = fam[op]
         link, inv = _link(f)
-        if f == "ordinal":
+        if get_family(f).has_cut_points:
             n_cat = int(n_categories[op] if isinstance(n_categories, Mapping) else n_categories)
             cp = cutpoints[op] if isinstance(cutpoints, Mapping) else cutpoints
             cuts = np.asarray(cp if cp is not None else np.linspace(-2, 2, n_cat - 1), dtype=float)
@@ -245,7 +245,7 @@ def simulate_run(
         prompt_before[op] = inv(b_link) * frac
         prompt_after[op] = inv(a_link) * frac
         prompt_tau[op] = float(taus[op]) + _zero_sum(rng.normal(0.0, prompt_tau_sd, n_prompts))
-        if f == "ordinal":
+        if get_family(f).has_cut_points:
             weight = np.stack([transition_curve(steps, prompt_tau[op][p], float(widths[op]), 0.0, 1.0, transition)
                                for p in range(n_prompts)], axis=1)  # (T, P): probability of the after level
             use_after = rng.random((len(steps), n_prompts, n_samples)) < weight[..., None]
@@ -367,9 +367,10 @@ def simulate_study(
         for op in ops:
             tau_r[op] = float(taus[op]) + run_tau_sd * rng.normal()
             run_tau[op][r] = tau_r[op]
-            link, inv = _link(fam[op]) if fam[op] != "ordinal" else (lambda m: m, lambda x: x)
+            cut_points = get_family(fam[op]).has_cut_points  # latent levels have no link-scale run shift
+            link, inv = _link(fam[op]) if not cut_points else (lambda m: m, lambda x: x)
             frac = get_family(fam[op]).score_unit(_family_options(0, 0, 0, run_kwargs.get("family_options")))
-            shift = run_level_sd * rng.normal() if fam[op] != "ordinal" else 0.0
+            shift = run_level_sd * rng.normal() if not cut_points else 0.0
             lv_r[op] = tuple(float(inv(link(v / frac) + shift)) * frac for v in lv[op])
         ds, truth = simulate_run(order_parameters=ops, likelihood=fam, tau=tau_r, levels=lv_r, max_step=max_step,
                                  seed=int(rng.integers(2**31)), **run_kwargs)

@@ -104,6 +104,7 @@ def aggregated_cells(ds: xr.Dataset, ops: list[str], likelihood="auto", threshol
     stats = {fam: get_family(fam).from_sums(n[ix], s1[ix], s2[ix]) for fam, ix in groups.items()}
     n_total = n.sum(axis=(1, 2))
     mean = s1.sum(axis=(1, 2)) / np.maximum(n_total, 1)
-    second = np.where([fams[o] == "binomial" for o in ops], mean, s2.sum(axis=(1, 2)) / np.maximum(n_total, 1))
+    second = np.array([get_family(fams[o]).mean_square(m, q) for o, m, q in
+                       zip(ops, mean, s2.sum(axis=(1, 2)) / np.maximum(n_total, 1))])
     sd = np.sqrt(np.maximum(second - mean**2, 0.0))
     return AggregatedCells(fams, obs, stats, n_total.astype(int), float(n.mean()), mean, np.maximum(sd, 1e-6))

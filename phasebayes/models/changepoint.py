@@ -203,7 +203,7 @@ class ChangePointModel(_NumpyMirror):
                                for op in ops])
         self.stats: dict[str, CellStats] = self._cell_statistics()
         # ordinal order parameters: the population latent level before the transition is pinned at 0
-        self.before_free = np.array([0.0 if fams[op] == "ordinal" else 1.0 for op in ops])
+        self.before_free = np.array([0.0 if get_family(fams[op]).has_cut_points else 1.0 for op in ops])
         # Prompt-level effects: centred when each prompt's curve is well identified by its own data
         # (many scores per prompt), non-centred (zero-sum offsets) when the data are sparse.
         per_cell = float(np.isfinite(self.obs).sum(-1).mean())
@@ -228,7 +228,7 @@ class ChangePointModel(_NumpyMirror):
 
     def _judge_mean(self, mu, fam: str, ix, post=None):
         """Mean of the observed (judge) scores given the curve ``mu``: the identity unless a measurement model is set."""
-        if self.measurement is None or fam != "beta":
+        if self.measurement is None or not get_family(fam).judge_error_model:
             return mu
         return self.measurement.judge_mean_pymc(mu, ix) if post is None else self.measurement.judge_mean(post, mu, ix)
 
@@ -308,7 +308,7 @@ class ChangePointModel(_NumpyMirror):
                 width_u = pm.LogNormal("width_unit", mu=np.log(w0), sigma=cfg.priors["width_log_sd"], dims="order_parameter")
                 # levels sampled as their link-scale blends at the first and last checkpoint (geometry.py)
                 ends = [pm.Flat(n, initval=mu_lvl[:, 0], dims="order_parameter") for n in ("start_link", "end_link")]
-                mask = np.array([cfg.likelihood[o] != "ordinal" for o in self.order_parameters], dtype=float)
+                mask = np.array([not get_family(cfg.likelihood[o]).has_cut_points for o in self.order_parameters], dtype=float)
                 a, b, log_jac = levels_from_end_values(*ends, tau_u, width_u, mask, pt)
                 level_before = pm.Deterministic("level_before_link", a, dims="order_parameter")
                 level_after = pm.Deterministic("level_after_link", b, dims="order_parameter")
@@ -359,7 +359,7 @@ class ChangePointModel(_NumpyMirror):
             total = 0.0
             for fam, ix in self.groups.items():
                 st, F = self.stats[fam], get_family(fam)
-                if fam == "ordinal":
+                if F.has_cut_points:
                     total = total + ordinal_graph(self, ix, lb, la if has_transition else None,
                                                   s[ix] if cfg.transition == "sigmoid" else None)
                     continue

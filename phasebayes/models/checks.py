@@ -38,7 +38,7 @@ class _ModelChecks:
         reps = np.empty_like(mu)
         for fam, ix in m.groups.items():
             n = m.stats[fam].n[None]  # (1,k,T,P)
-            if fam == "ordinal":  # category counts per cell from the fitted mixture probabilities
+            if get_family(fam).has_cut_points:  # category counts per cell from the fitted mixture probabilities
                 def draw(probs, counts):
                     cnt = rng.multinomial(counts.sum(-1).astype(int)[None], np.clip(probs, 0, None) /
                                           np.clip(probs, 0, None).sum(-1, keepdims=True))

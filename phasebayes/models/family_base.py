@@ -106,7 +106,11 @@ class Family(ABC):
     simulator's keyword, or None); ``unit_mean`` (the mean is a probability, clipped into (EPS, 1 − EPS));
     ``bounded_integer`` (:meth:`statistics` needs the number of values of the integer scale);
     ``default_levels`` (the simulator's (before, after) expected score); ``sim_defaults`` (the
-    simulator's family options, e.g. the nuisance value).
+    simulator's family options, e.g. the nuisance value); ``has_cut_points`` (the levels are latent
+    positions against per-order-parameter cut points, not means: the model builds such a family with
+    its own graph, pins the population level before the transition at 0 and has no link-scale run
+    shift); ``judge_error_model`` (the judge measurement model of ``measurement.py`` applies: bounded
+    continuous judge scores); ``binary`` (scores are 0/1, so the mean of y² is the mean of y).
     """
 
     name: str = ""
@@ -116,6 +120,9 @@ class Family(ABC):
     bounded_integer: bool = False
     default_levels: tuple[float, float] = (0.0, 1.0)
     sim_defaults: dict[str, float] = {}
+    has_cut_points: bool = False
+    judge_error_model: bool = False
+    binary: bool = False
 
     def __repr__(self) -> str:
         return f"<likelihood family {self.name!r}>"
@@ -134,6 +141,10 @@ class Family(ABC):
         if not self.unit_mean:
             return mu
         return np.clip(mu, EPS, 1 - EPS) if pt is None else pt.clip(mu, EPS, 1 - EPS)
+
+    def mean_square(self, mean: np.ndarray, mean_of_squares: np.ndarray) -> np.ndarray:
+        """E[y²] of the data from the pooled mean and mean of squares (0/1 families: E[y²] = E[y])."""
+        return mean if self.binary else mean_of_squares
 
     # -- data ----------------------------------------------------------------
     def prepare(self, y: np.ndarray, scale: tuple[float, float], *, threshold: float | None = None,
@@ -173,6 +184,10 @@ class Family(ABC):
     def prompt_level_scale(self, priors: dict, data_sd: float) -> float:
         """HalfNormal scale of the prompt deviations of the levels (link scale)."""
         return priors["prompt_level_sd_link"]
+
+    def run_level_scale(self, priors: dict, data_sd: float) -> float:
+        """HalfNormal scale of the run-to-run deviations of the levels (link scale; multi-run model)."""
+        return priors["run_level_sd_link"]
 
     def nuisance_prior(self, pm, priors: dict, data_sd: np.ndarray, dims: str):
         """The PyMC random variable of the nuisance parameter (one per order parameter along ``dims``)."""

@@ -22,6 +22,7 @@ class Beta(Family):
 
     name, link, nuisance, unit_mean = "beta", "logit", "concentration", True
     default_levels = (80.0, 30.0)  # 0–100 judge score
+    judge_error_model = True
 
     def prepare(self, y, scale, *, threshold=None, below=True):
         """Rescale ``[lower, upper]`` to [0, 1] and squeeze into (0, 1) (scores of exactly 0 or 100 allowed)."""
@@ -72,6 +73,7 @@ class Binomial(Family):
 
     name, link, unit_mean = "binomial", "logit", True
     default_levels = (0.1, 0.6)  # probability of the indicator
+    binary = True
 
     def prepare(self, y, scale, *, threshold=None, below=True):
         """The indicator ``y < threshold`` (``below=True``) or ``y > threshold``; else 0/1 scores required."""
@@ -129,6 +131,9 @@ class Normal(Family):
 
     def prompt_level_scale(self, priors, data_sd):
         return float(data_sd)
+
+    def run_level_scale(self, priors, data_sd):
+        return data_sd  # identity link: levels are in score units
 
     def nuisance_prior(self, pm, priors, data_sd, dims):
         return pm.HalfNormal(self.nuisance, sigma=2.0 * np.asarray(data_sd), dims=dims)
@@ -218,7 +223,7 @@ class NegativeBinomial(Poisson):
 class Ordinal(Family):
     """Likert scores: cumulative-logit likelihood with cut points (:mod:`phasebayes.models.ordinal`)."""
 
-    name, bounded_integer = "ordinal", True
+    name, bounded_integer, has_cut_points = "ordinal", True, True
     default_levels = (4.0, 2.0)  # expected Likert score (1-5 by default)
 
     def prepare(self, y, scale, *, threshold=None, below=True):

@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ..errors import ModelSpecError
-from .families import NUMPY_MATH, CellStats, cell_loglik, squeeze_unit, sufficient_statistics
+from .families import NUMPY_MATH, CellStats, cell_loglik, get_family, squeeze_unit, sufficient_statistics
 
 __all__ = ["JudgeMeasurement", "simulate_judged_run"]
 
@@ -125,7 +125,7 @@ class BoundMeasurement:
             raise ModelSpecError("the judge measurement model needs transition='sigmoid' (the step model's levels are "
                                  "marginalised over a grid); refit with transition='sigmoid'.")
         for op in rated:
-            if model.config.likelihood[op] != "beta":
+            if not get_family(model.config.likelihood[op]).judge_error_model:
                 raise ModelSpecError(f"the judge measurement model needs bounded judge scores (likelihood 'beta'); "
                                      f"'{op}' uses {model.config.likelihood[op]!r}.")
         step_ix = {int(s): j for j, s in enumerate(model.steps.astype(int))}

@@ -50,7 +50,7 @@ class _NumpyMirror:
 
     def _level_mean(self, fam: str, ix, link: np.ndarray, post) -> np.ndarray:
         """Mean on the observation scale of levels given on the link scale, ``link`` (D, k, P)."""
-        if fam != "ordinal":
+        if not get_family(fam).has_cut_points:
             return get_family(fam).inv_link(link)
         return np.stack([expected_category(link[:, j], post[f"cutpoints_{k}"][:, None, :])
                          for j, k in enumerate(ix)], axis=1)
@@ -96,7 +96,7 @@ class _NumpyMirror:
         mu = self.mean_curves(post, tau_index=tau_index)
         out = np.empty_like(mu)
         for fam, ix in self.groups.items():
-            if fam == "ordinal":
+            if get_family(fam).has_cut_points:
                 out[:, ix] = self._ordinal_cells(post, ix, tau_index, lambda p, c: ordinal_loglik(c, p))
                 continue
             F = get_family(fam)
@@ -115,7 +115,7 @@ class _NumpyMirror:
         D = lb.shape[0]
         logp = np.full((D, K, T), -np.inf)
         for fam, ix in self.groups.items():
-            if fam == "ordinal":
+            if get_family(fam).has_cut_points:
                 ll = lambda p, c: ordinal_loglik(c, p).sum(-1)  # noqa: E731
                 pre = np.stack([self._ordinal_cells(post, ix, None, ll, after=a) for a in (False, True)])
                 pre, post_ll = pre[0], pre[1]

@@ -107,7 +107,7 @@ class MultiRunChangePointModel:
         ops = [str(o) for o in score["order_parameter"].values]
         self.order_parameters = ops
         fams = ChangePointModel._resolve_likelihood(first, ops, likelihood, threshold)
-        if "ordinal" in fams.values():
+        if any(get_family(f).has_cut_points for f in fams.values()):
             raise ModelSpecError("the ordinal likelihood is not available in multi-run models yet; fit each run "
                                  "with ChangePointModel(ds) or choose likelihood='beta'.")
         self.likelihood = fams
@@ -163,7 +163,7 @@ class MultiRunChangePointModel:
         m = pytensor_math()
         lvl = np.array([self._single._link_level_prior(k) for k in range(K)])
         prompt_scale = np.array([self._single._prompt_level_scale(k) for k in range(K)])
-        run_scale = np.array([self.data_sd[k] if self.likelihood[o] == "normal" else pr["run_level_sd_link"]
+        run_scale = np.array([get_family(self.likelihood[o]).run_level_scale(pr, self.data_sd[k])
                               for k, o in enumerate(self.order_parameters)])
         with pm.Model(coords=coords) as model:
             levels = {}
