@@ -86,7 +86,7 @@ def test_read_chat_jsonl_rejects_bad_lines(tmp_path):
     with pytest.raises(ConfigError, match="no assistant message"):
         read_chat_jsonl(bad)
     bad.write_text("not json\n")
-    with pytest.raises(ConfigError, match=":1 is not valid JSON"):
+    with pytest.raises(ConfigError, match="line 1: not valid JSON"):
         read_chat_jsonl(bad)
 
 

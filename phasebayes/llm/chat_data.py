@@ -10,13 +10,13 @@ A prompt set holds one JSON object per line with ``id`` and ``text`` (optionally
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..text_tables import json_lines
 
 __all__ = [
     "TokenizedExample",
@@ -47,25 +47,18 @@ def read_chat_jsonl(path: str | os.PathLike) -> list[list[dict[str, str]]]:
     if not path.exists():
         raise ConfigError(f"chat dataset {path} does not exist; pass a JSONL file with one {{'messages': [...]}} per line.")
     conversations = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno} is not valid JSON ({exc.msg}); fix or remove that line.") from None
-            messages = record.get("messages") if isinstance(record, dict) else None
-            if not isinstance(messages, list) or not messages:
-                raise ConfigError(f"{path}:{lineno} needs a non-empty 'messages' list of {{'role', 'content'}} objects.")
-            for m in messages:
-                if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
-                    raise ConfigError(
-                        f"{path}:{lineno}: each message needs 'role' in {sorted(_ROLES)} and a string 'content'; got {m!r}."
-                    )
-            if not any(m["role"] == "assistant" for m in messages):
-                raise ConfigError(f"{path}:{lineno} has no assistant message, so nothing to learn from it.")
-            conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
+    for lineno, record in json_lines(path, "conversation", error=ConfigError):
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ConfigError(f"{path}: line {lineno}: needs a non-empty 'messages' list of {{'role', 'content'}} objects.")
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
+                raise ConfigError(
+                    f"{path}: line {lineno}: each message needs 'role' in {sorted(_ROLES)} and a string 'content'; got {m!r}."
+                )
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ConfigError(f"{path}: line {lineno}: has no assistant message, so nothing to learn from it.")
+        conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
     if not conversations:
         raise ConfigError(f"chat dataset {path} is empty.")
     return conversations
@@ -77,21 +70,14 @@ def read_prompts(path: str | os.PathLike) -> list[dict[str, str]]:
     if not path.exists():
         raise ConfigError(f"prompt set {path} does not exist; pass a JSONL file with one {{'id', 'text'}} per line.")
     prompts, seen = [], set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno} is not valid JSON ({exc.msg}).") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or "id" not in rec:
-                raise ConfigError(f"{path}:{lineno} needs 'id' and a string 'text'.")
-            pid = str(rec["id"])
-            if pid in seen:
-                raise ConfigError(f"{path}:{lineno}: duplicate prompt id {pid!r}; ids must be unique.")
-            seen.add(pid)
-            prompts.append({**{k: str(v) for k, v in rec.items()}, "id": pid})
+    for lineno, rec in json_lines(path, "prompt", error=ConfigError):
+        if not isinstance(rec.get("text"), str) or "id" not in rec:
+            raise ConfigError(f"{path}: line {lineno}: needs 'id' and a string 'text'.")
+        pid = str(rec["id"])
+        if pid in seen:
+            raise ConfigError(f"{path}: line {lineno}: duplicate prompt id {pid!r}; ids must be unique.")
+        seen.add(pid)
+        prompts.append({**{k: str(v) for k, v in rec.items()}, "id": pid})
     if not prompts:
         raise ConfigError(f"prompt set {path} is empty.")
     return prompts

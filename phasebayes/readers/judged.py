@@ -29,6 +29,7 @@ import xarray as xr
 
 from ..dataset import from_dataframe
 from ..errors import ConfigError, RunDataError
+from ..text_tables import csv_table, json_lines
 from .expressions import evaluate_indicator, parse_indicator
 
 __all__ = ["DEFAULT_COLUMNS", "read_judged_table", "read_judged_folder", "judged_files", "step_from_name"]
@@ -76,33 +77,16 @@ def judged_files(path: str | os.PathLike) -> list[Path]:
 
 def _read_file(file: Path) -> pd.DataFrame:
     if file.suffix.lower() == ".csv":
-        try:
-            return pd.read_csv(file)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-            raise RunDataError(f"{file}: not a readable CSV table ({err}). Each row must be one judged answer with a "
-                               "header line naming the columns.") from err
-    text = file.read_text()
+        return csv_table(file, "Each row must be one judged answer with a header line naming the columns.")
     if file.suffix.lower() == ".json":
         try:
-            rows = json.loads(text)
+            rows = json.loads(file.read_text())
         except json.JSONDecodeError as err:
             raise RunDataError(f"{file}: line {err.lineno}: not valid JSON ({err.msg}); expected a list of judged answers.") from err
         if not isinstance(rows, list):
             raise RunDataError(f"{file}: expected a JSON list of judged answers (objects), got {type(rows).__name__}.")
         return pd.DataFrame(rows)
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RunDataError(f"{file}: line {i}: not valid JSON ({err.msg}); each line must be one judged answer "
-                               "object (fix or delete the line).") from err
-        if not isinstance(row, dict):
-            raise RunDataError(f"{file}: line {i}: expected a JSON object (one judged answer), got {type(row).__name__}.")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for _, row in json_lines(file, "judged answer")])
 
 
 def _role(df: pd.DataFrame, role: str, columns: Mapping[str, str], file: str, required: bool = False) -> str | None:

@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import RunDataError, TrainingLogWarning
+from ..text_tables import csv_table, json_lines
 from .trainer_state import TRAINER_STATE_NAME, find_trainer_states, read_trainer_state
 
 __all__ = ["TrainingLog", "TrainingLogWarning", "read_training_log", "read_tensorboard", "read_wandb_history",
@@ -102,25 +103,9 @@ def read_wandb_history(path: str | os.PathLike) -> TrainingLog:
     if not path.is_file():
         raise RunDataError(f"no training log file at {path}.")
     if path.suffix.lower() == ".csv":
-        try:
-            df = pd.read_csv(path)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-            raise RunDataError(f"{path}: not a readable CSV table ({err}). Export the history with "
-                               "run.history().to_csv(path) or the W&B web UI's CSV download.") from err
+        df = csv_table(path, "Export the history with run.history().to_csv(path) or the W&B web UI's CSV download.")
     else:
-        rows = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RunDataError(f"{path}: line {i}: not valid JSON ({err.msg}); each line must be one JSON object "
-                                   "of logged values (fix or delete the line).") from err
-            if not isinstance(row, dict):
-                raise RunDataError(f"{path}: line {i}: expected a JSON object of logged values, got {type(row).__name__}.")
-            rows.append(row)
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame([row for _, row in json_lines(path, "set of logged values")])
     if df.empty:
         raise RunDataError(f"{path}: the training log has no rows.")
     step_col = next((c for c in _STEP_COLUMNS if c in df.columns), None)
