@@ -1,4 +1,4 @@
-"""Benchmark the Claude judge against the local API stub (issue 5).
+"""Benchmark the Claude judge against the local API stub.
 
 2,000 judge calls against ``tests/anthropic_stub.py`` (run in its own process) answering each request
 after 100 ms:

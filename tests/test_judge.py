@@ -1,4 +1,4 @@
-"""Judging (issue 5): rubrics, the Claude judge against a local stub of the API, cache, faults, batches,
+"""Judging: rubrics, the Claude judge against a local stub of the API, cache, faults, batches,
 judge_run on a run dataset, metric judges."""
 
 from __future__ import annotations

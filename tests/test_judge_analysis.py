@@ -1,4 +1,4 @@
-"""Judge reliability and automated discovery of order parameters (issue 5)."""
+"""Judge reliability and automated discovery of order parameters."""
 
 from __future__ import annotations
 

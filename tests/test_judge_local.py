@@ -1,4 +1,4 @@
-"""Local judges (issue 5): local LM expectation over score tokens, embedding judge; SmolLM2 is slow-marked."""
+"""Local judges: local LM expectation over score tokens, embedding judge; SmolLM2 is slow-marked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12 item 4: the judge stage a budgeted loop needs (reruns retry failed cells; settings rerun the judge)."""
+"""The judge stage a budgeted loop needs (reruns retry failed cells; settings rerun the judge)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The library replacements of hand-written numerics give the numbers the hand code gave (issue 15)."""
+"""The library replacements of hand-written numerics give the numbers the hand code gave."""
 
 from __future__ import annotations
 
