@@ -51,6 +51,8 @@ _LAZY = {
     "MultiRunResult": "phasebayes.models.multirun_result",
     "simulate_study": "phasebayes.simulate",
     "StudyTruth": "phasebayes.simulate",
+    "evaluate_adaptively": "phasebayes.adaptive",
+    "SimulatedSampler": "phasebayes.simulate_sampler",
 }
 
 __all__ = [
