@@ -70,7 +70,8 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
                                  ("claude_max_attempts", j.claude_max_attempts, 1, "tries per live call, e.g. 6"),
                                  ("batch_poll_interval", j.batch_poll_interval, 1, "seconds between batch polls, e.g. 30"),
                                  ("batch_max_wait", j.batch_max_wait, 1, "seconds, or leave it out to wait"),
-                                 ("batch_size", j.batch_size, 1, "requests per batch, 1-100000")):
+                                 ("batch_size", j.batch_size, 1, "requests per batch, 1-100000"),
+                                 ("max_reasks", j.max_reasks, 0, "re-asks of an off-format answer, e.g. 2")):
         if value is not None and value < low:
             raise ConfigError(f"{src}: [judge].{key} must be >= {low} ({fix}), got {value}.")
     if j.batch_size > 100_000:

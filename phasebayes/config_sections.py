@@ -99,7 +99,9 @@ class JudgeSection:
     one live call before it is recorded as ``api_error``/``timeout`` (6); ``batch_poll_interval`` —
     seconds between polls of a Message Batch (30); ``batch_max_wait`` — seconds to wait for a batch
     before giving up for this run (none: wait; the next run resumes the batch); ``batch_size`` —
-    requests per batch (10000, at most 100000). The API key is read from ``ANTHROPIC_API_KEY`` only.
+    requests per batch (10000, at most 100000); ``max_reasks`` — times an answer off the rubric's format
+    is asked again before it is recorded as ``unparseable`` (2). The API key is read from
+    ``ANTHROPIC_API_KEY`` only.
     """
 
     judges: list[str] = field(default_factory=lambda: ["metric", "embedding"])
@@ -119,12 +121,13 @@ class JudgeSection:
     batch_poll_interval: float = 30.0
     batch_max_wait: float | None = None
     batch_size: int = 10_000
+    max_reasks: int = 2
 
     def claude_options(self) -> dict:
         """Keyword arguments of :class:`~phasebayes.judge.ClaudeJudge` from these settings."""
         return {"timeout": self.claude_timeout, "max_concurrency": self.claude_max_concurrency,
                 "max_attempts": self.claude_max_attempts, "poll_interval": self.batch_poll_interval,
-                "max_wait": self.batch_max_wait, "batch_size": self.batch_size}
+                "max_wait": self.batch_max_wait, "batch_size": self.batch_size, "max_reasks": self.max_reasks}
 
 
 @dataclass

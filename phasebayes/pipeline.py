@@ -310,6 +310,9 @@ class Pipeline:
             names = [r.name for r in (rubrics or judge.rubrics() or [])]
             self.log(f"judge: {judge.model_name} -> {', '.join(names)}")
             ds = judge_run(ds, rubrics, judge, cache=cache, progress=not c.run.quiet, prefix_tokens=c.judge.prefix_tokens)
+            used = json.loads(ds.attrs.get("judge_usage", "{}")).get(getattr(judge, "judge_id", ""))
+            if used is not None:
+                self.log(f"judge: {judge.model_name}: {used['summary']}")
         ds.attrs["judges"] = json.dumps(c.judge.judges)
         save_run(ds, self.run_path, overwrite=True)
         self.timings["judge"] = time.perf_counter() - t0

@@ -78,13 +78,14 @@ def test_claude_client_settings_from_the_config(tmp_path, monkeypatch):
     from phasebayes.errors import ConfigError
 
     j = config_from_dict({"judge": {"claude_timeout": 5, "batch_poll_interval": 2, "batch_size": 100,
-                                    "claude_max_concurrency": 4, "claude_max_attempts": 2, "batch_max_wait": 600}},
+                                    "claude_max_concurrency": 4, "claude_max_attempts": 2, "batch_max_wait": 600,
+                                    "max_reasks": 1}},
                          check_files=False).judge
     assert j.claude_options() == {"timeout": 5.0, "max_concurrency": 4, "max_attempts": 2, "poll_interval": 2.0,
-                                  "max_wait": 600.0, "batch_size": 100}
+                                  "max_wait": 600.0, "batch_size": 100, "max_reasks": 1}
     assert config_from_dict({}, check_files=False).judge.claude_options()["timeout"] == 60.0
     for bad, key in (({"claude_timeout": 0}, "claude_timeout"), ({"batch_size": 200_000}, "batch_size"),
-                     ({"claude_max_concurrency": 0}, "claude_max_concurrency")):
+                     ({"claude_max_concurrency": 0}, "claude_max_concurrency"), ({"max_reasks": -1}, "max_reasks")):
         with pytest.raises(ConfigError, match=rf"\[judge\]\.{key}"):
             config_from_dict({"judge": bad}, check_files=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "x")
@@ -93,4 +94,4 @@ def test_claude_client_settings_from_the_config(tmp_path, monkeypatch):
                                       "batch_poll_interval": 2}},
                            base_dir=tmp_path, check_files=False)
     (judge, _), = Pipeline(cfg, log=lambda m: None).judges()
-    assert judge.timeout == 5.0 and judge.poll_interval == 2.0
+    assert judge.timeout == 5.0 and judge.poll_interval == 2.0 and judge.max_reasks == 2

@@ -10,7 +10,9 @@ Flow for one rubric:
 3. Batches are polled every ``poll_interval`` seconds until ``processing_status == "ended"``; their
    JSONL results are read with ``client.messages.batches.results`` and every request's result is
    stored at once (``succeeded`` → parsed answer; ``errored``/``canceled``/``expired`` →
-   ``api_error`` with the reason, not cached, so the next run resubmits only those).
+   ``api_error`` with the reason, not cached, so the next run resubmits only those). An answer off the
+   rubric's format is asked again live (``max_reasks``); the batch call stays in
+   ``extra["batch_part"]`` so its usage is priced at the batch rate.
 4. If ``max_wait`` runs out first, the items of unfinished batches are returned with status
    ``missing`` and a reason naming the batch; the batch stays recorded and the next run collects it.
 
@@ -105,7 +107,10 @@ async def run_batches(
                     if key is None:
                         continue
                     seen.add(key)
-                    deliver(key, _result_judgement(judge, rubric, line.result, batch_id))
+                    judgement = _result_judgement(judge, rubric, line.result, batch_id)
+                    if judgement.status == "unparseable" and judge.max_reasks > 0 and key in first_index:
+                        judgement = await _reask_live(judge, client, rubric, items[first_index[key]], judgement)
+                    deliver(key, judgement)
                 for key in set(mapping.values()) - seen:
                     deliver(key, Judgement(status="api_error", reason=f"no result for this request in batch {batch_id}"))
                 if cache is not None:
@@ -142,9 +147,21 @@ def _result_judgement(judge: ClaudeJudge, rubric: Rubric, result: Any, batch_id:
         judgement = judge.interpret(getattr(result, "message", None), rubric)
         if judgement is None:
             return Judgement(status="api_error", reason=f"malformed message in batch {batch_id}")
+        judgement.extra["batch"] = True
         return judgement
     if rtype == "errored":
         err = getattr(getattr(result, "error", None), "error", None)
         detail = getattr(err, "message", None) or getattr(err, "type", None) or "unknown error"
         return Judgement(status="api_error", reason=f"batch request errored: {detail}")
     return Judgement(status="api_error", reason=f"batch request {rtype or 'unknown'} (batch {batch_id})")
+
+
+async def _reask_live(judge: ClaudeJudge, client: Any, rubric: Rubric, item: JudgeItem, first: Judgement) -> Judgement:
+    """Ask an unparseable batch answer again with live calls; the batch call is kept in ``extra["batch_part"]``."""
+    live = await judge.judge_one(client, rubric, item, asks=judge.max_reasks)  # 1 + max_reasks asks in all
+    live.extra["batch_part"] = {"calls": first.calls, "usage": first.extra.get("usage", {})}
+    live.extra["reasks"] = live.extra.get("reasks", 0) + 1
+    live.calls += first.calls
+    if live.status == "unparseable":
+        live.reason = f"{live.reason} (batch answer re-asked live)"
+    return live

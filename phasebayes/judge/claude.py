@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import ConfigError
 from .base import Judge, Judgement, JudgeItem, parse_answer
 from .rubric import Rubric, delimit
+from .usage import add_usage, message_usage
 
 __all__ = ["ClaudeJudge", "DEFAULT_CLAUDE_MODEL", "PROMPT_FORMAT"]
 
@@ -71,6 +72,10 @@ class ClaudeJudge(Judge):
     poll_interval, max_wait, batch_size
         Batch mode: seconds between status polls, seconds to wait for a batch before returning its
         items as ``missing`` (None = wait until done), requests per batch (≤ 100,000).
+    max_reasks
+        An answer that does not follow the rubric's format (``unparseable``) is asked again (live, also
+        in batch mode) up to this many times; then it is recorded as ``unparseable`` with the count.
+        Every judgement carries its token usage in ``extra["usage"]`` (see :mod:`.usage`).
     """
 
     kind = "claude"
@@ -94,6 +99,7 @@ class ClaudeJudge(Judge):
         poll_interval: float = 30.0,
         max_wait: float | None = None,
         batch_size: int = 10_000,
+        max_reasks: int = 2,
     ) -> None:
         if replicates < 1:
             raise ConfigError(f"replicates must be >= 1, got {replicates}.")
@@ -117,6 +123,9 @@ class ClaudeJudge(Judge):
         self.poll_interval = float(poll_interval)
         self.max_wait = max_wait
         self.batch_size = int(batch_size)
+        if max_reasks < 0:
+            raise ConfigError(f"max_reasks must be >= 0, got {max_reasks}.")
+        self.max_reasks = int(max_reasks)
         self._pause_until = 0.0
 
     # ------------------------------------------------------------------ identity
@@ -160,7 +169,8 @@ class ClaudeJudge(Judge):
             stop = getattr(message, "stop_reason", None)
             content = getattr(message, "content", None)
             if stop == "refusal":
-                return Judgement(status="refusal", reason="the judge model refused (stop_reason=refusal)", calls=1)
+                return Judgement(status="refusal", reason="the judge model refused (stop_reason=refusal)", calls=1,
+                                 extra={"usage": message_usage(message)})
             if not isinstance(content, list):
                 return None
             texts = []
@@ -175,6 +185,7 @@ class ClaudeJudge(Judge):
             return None
         judgement = parse_answer("".join(texts), rubric)
         judgement.calls = 1
+        judgement.extra["usage"] = message_usage(message)
         return judgement
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -187,7 +198,29 @@ class ClaudeJudge(Judge):
         while (delay := self._pause_until - loop.time()) > 0:
             await asyncio.sleep(delay)
 
-    async def judge_one(self, client: Any, rubric: Rubric, item: JudgeItem) -> Judgement:
+    async def judge_one(self, client: Any, rubric: Rubric, item: JudgeItem, asks: int | None = None) -> Judgement:
+        """One judgement; an answer off the rubric's format is asked again up to ``max_reasks`` times.
+
+        ``asks``: asks in all (default ``1 + max_reasks``). ``calls`` and ``extra["usage"]`` add up every
+        call made; ``extra["reasks"]`` counts the re-asks.
+        """
+        calls, usage = 0, {}
+        for reask in range(max(1, self.max_reasks + 1 if asks is None else asks)):
+            judgement = await self._ask(client, rubric, item)
+            calls += judgement.calls
+            usage = add_usage(usage, judgement.extra.get("usage"))
+            if judgement.status != "unparseable":
+                break
+        judgement.calls = calls
+        if usage:
+            judgement.extra["usage"] = usage
+        if reask:
+            judgement.extra["reasks"] = reask
+            if judgement.status == "unparseable":
+                judgement.reason = f"{judgement.reason} (after {reask} re-ask(s))"
+        return judgement
+
+    async def _ask(self, client: Any, rubric: Rubric, item: JudgeItem) -> Judgement:
         """One judgement with our retry loop around the SDK's; never raises for API trouble."""
         import anthropic
 

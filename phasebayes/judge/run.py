@@ -45,6 +45,7 @@ from ..texts import has_texts, iter_responses
 from .base import Judge, Judgement, JudgeItem
 from .cache import JudgeCache, cache_key
 from .rubric import Rubric
+from .usage import JudgeUsage
 
 __all__ = ["judge_run", "judge_texts", "run_coroutine", "open_cache"]
 
@@ -117,8 +118,9 @@ def judge_texts(
             key = todo_keys[j]
             stored = store.put(key, judgement, judge_id=judge.judge_id, rubric_version=rubric.version,
                                replicate=todo_items[j].replicate)
-            if not stored and judgement.cacheable:  # another process stored this item first: use its judgement
-                judgement = dataclasses.replace(store.get(key) or judgement, calls=judgement.calls)
+            if not stored and judgement.cacheable:  # stored first by another process (or by batch mode): use
+                # that answer, keeping what this call cost (calls, token usage, re-asks)
+                judgement = dataclasses.replace(store.get(key) or judgement, calls=judgement.calls, extra=judgement.extra)
             for i in todo_index[key]:
                 out[i] = judgement
 
@@ -219,6 +221,7 @@ def judge_run(
 
         prefixed = prefix_texts(ds, prefix_tokens, tokenizer=tokenizer)  # (step, prompt, sample), from token ids
     k = 1 if judge.deterministic else int(judge.replicates)
+    usage = JudgeUsage(judge.model_name) if judge.kind == "claude" else None
     store, owned = open_cache(cache)
     try:
         shape = (len(rubrics), n_step, n_prompt, n_sample, k)
@@ -237,6 +240,8 @@ def judge_run(
             first += resp.shape[0]
             for ri, rubric in enumerate(rubrics):
                 judgements = judge_texts(judge, rubric, items, cache=store, progress=progress)
+                if usage is not None:  # identical items share one judgement object: count it once
+                    usage.add({id(j): j for j in judgements}.values())
                 for (s, p, n), start in zip(cells, range(0, len(items), k)):
                     for r in range(k):
                         j = judgements[start + r]
@@ -249,6 +254,10 @@ def judge_run(
     new = _aggregate(rep_score, rep_status, rep_reason, rubrics, judge, ds)
     new["judge_prefix_tokens"] = ("order_parameter", np.full(len(rubrics), int(prefix_tokens or 0), dtype=np.int64))
     out = _merge(ds, new)
+    if usage is not None:
+        recorded = json.loads(out.attrs.get("judge_usage", "{}"))
+        recorded[judge.judge_id] = usage.to_dict()
+        out.attrs["judge_usage"] = json.dumps(recorded, sort_keys=True)
     for name in names:
         if not np.isfinite(out["score"].sel(order_parameter=name).values).any():
             warnings.warn(f"order parameter '{name}' got no score at all (see score_reason); "
