@@ -5,6 +5,7 @@ Serves, on 127.0.0.1 (port 0 = a free port):
 * ``POST /v1/messages`` — a Messages API reply whose text comes from ``responder(body)``;
 * ``POST /v1/messages/batches`` — create a Message Batch (results computed at once, revealed after
   ``batch_polls`` retrievals);
+* ``GET /v1/messages/batches`` — every batch, newest first (one page);
 * ``GET /v1/messages/batches/{id}`` — the batch object (``results_url`` once ended);
 * ``GET /v1/messages/batches/{id}/results`` — JSONL, one line per request;
 * ``GET /_stub/stats`` and ``POST /_stub/config`` — counters and settings, for a stub in another process.
@@ -274,6 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(None)
         if not self._authorised():
             return self._error(401, "authentication_error", "missing api key", retry=False)
+        if path == "/v1/messages/batches":  # list, newest first (one page)
+            with self.stub.lock:
+                data = [self.stub.batch_object(b) for b in reversed(list(self.stub.batches))]
+            return self._send(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                    "last_id": data[-1]["id"] if data else None})
         m = _BATCH_RE.match(path)
         if not m or m.group(1) not in self.stub.batches:
             return self._error(404, "not_found_error", f"no batch at {path}", retry=False)

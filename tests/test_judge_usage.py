@@ -93,3 +93,30 @@ def test_judge_run_records_usage_of_fresh_calls_only(tmp_path):
         again = json.loads(judge_run(ds, [rubric], judge, cache=tmp_path / "c.sqlite", progress=False).attrs["judge_usage"])
         assert again[judge.judge_id]["calls"] == 0 and again[judge.judge_id]["cost_usd"] == 0
     assert "sk-ant" not in json.dumps(first)
+
+
+def test_a_kill_between_creating_a_batch_and_recording_it_does_not_pay_twice(tmp_path, monkeypatch):
+    from phasebayes.judge.cache import JudgeCache
+
+    rubric, cache = load_rubric("alignment"), tmp_path / "c.sqlite"
+    real_add = JudgeCache.add_batch
+
+    def killed(self, *a, **kw):  # the process dies right after the API created the batch
+        raise KeyboardInterrupt("killed before the batch id was saved")
+
+    with AnthropicStub(batch_polls=1) as stub:
+        other = _judge(stub, mode="batch")  # someone else's batch of another size on the same account
+        judge_texts(other, load_rubric("coherence"), _items(2), cache=tmp_path / "other.sqlite")
+        monkeypatch.setattr(JudgeCache, "add_batch", killed)
+        with pytest.raises(KeyboardInterrupt):
+            judge_texts(_judge(stub, mode="batch"), rubric, _items(5), cache=cache)
+        assert stub.batch_creates == 2
+        with JudgeCache(cache) as c:
+            assert len(c.open_intents(_judge(stub, mode="batch").judge_id, rubric.version)) == 1
+        monkeypatch.setattr(JudgeCache, "add_batch", real_add)
+        got = judge_texts(_judge(stub, mode="batch"), rubric, _items(5), cache=cache)
+        assert [j.status for j in got] == ["ok"] * 5
+        assert stub.batch_creates == 2  # the orphaned batch was adopted, not paid for again
+        with JudgeCache(cache) as c:
+            assert c.open_intents(_judge(stub, mode="batch").judge_id, rubric.version) == []
+            assert len(c.batch_ids()) == 1

@@ -6,7 +6,11 @@ Flow for one rubric:
    judgement cache) are polled and collected first, so an interrupted job resumes instead of
    paying again.
 2. The remaining items go into new batches of at most ``batch_size`` requests; each batch id is
-   written to the cache together with its ``custom_id → cache key`` map right after creation.
+   written to the cache together with its ``custom_id → cache key`` map right after creation. An
+   *intent* (the requests about to be sent) is recorded before each creation: if the job is killed
+   between creating a batch and recording its id, the next run lists this account's recent batches
+   and adopts the one created at that moment with that many requests (not recorded by any run)
+   instead of paying for the same requests again.
 3. Batches are polled every ``poll_interval`` seconds until ``processing_status == "ended"``; their
    JSONL results are read with ``client.messages.batches.results`` and every request's result is
    stored at once (``succeeded`` → parsed answer; ``errored``/``canceled``/``expired`` →
@@ -71,8 +75,15 @@ async def run_batches(
 
     client = judge.make_client()
     try:
-        # 1. resume batches submitted earlier
+        # 1. resume batches submitted earlier, including ones created but never recorded (a kill in between)
         open_batches = cache.open_batches(judge.judge_id, rubric.version) if cache is not None else []
+        if cache is not None:
+            for intent_id, mapping, created in cache.open_intents(judge.judge_id, rubric.version):
+                found = await _find_created(client, created, len(mapping), cache.batch_ids())
+                if found is not None:
+                    cache.add_batch(found, judge_id=judge.judge_id, rubric_version=rubric.version, requests=mapping)
+                    open_batches.append((found, mapping))
+                cache.resolve_intent(intent_id)
         # 2. submit the rest
         in_open = {k for _, mapping in open_batches for k in mapping.values()}
         todo = [k for k in by_key if k not in in_open]
@@ -80,10 +91,13 @@ async def run_batches(
         for start in range(0, len(todo), judge.batch_size):
             chunk = todo[start : start + judge.batch_size]
             requests = [{"custom_id": k, "params": judge.request_params(rubric, items[first_index[k]])} for k in chunk]
-            batch = await client.messages.batches.create(requests=requests)
             mapping = {k: k for k in chunk}
+            intent = cache.add_intent(judge_id=judge.judge_id, rubric_version=rubric.version,
+                                      requests=mapping) if cache is not None else None
+            batch = await client.messages.batches.create(requests=requests)
             if cache is not None:
                 cache.add_batch(batch.id, judge_id=judge.judge_id, rubric_version=rubric.version, requests=mapping)
+                cache.resolve_intent(intent)
             open_batches.append((batch.id, mapping))
         # 3. poll and collect
         deadline = None if judge.max_wait is None else time.monotonic() + float(judge.max_wait)
@@ -165,3 +179,25 @@ async def _reask_live(judge: ClaudeJudge, client: Any, rubric: Rubric, item: Jud
     if live.status == "unparseable":
         live.reason = f"{live.reason} (batch answer re-asked live)"
     return live
+
+
+INTENT_CLOCK_SKEW = 120.0
+"""Seconds of difference allowed between this machine's clock and the API's ``created_at``."""
+
+
+async def _find_created(client: Any, created: float, n_requests: int, known: set[str]) -> str | None:
+    """The id of a batch created at about unix time ``created`` with ``n_requests`` requests, not in ``known``.
+
+    Batches are listed newest first; the search stops at batches older than the intent. A batch that is
+    adopted by mistake costs nothing: results whose ``custom_id`` is not one of our keys are ignored, and
+    our requests missing from it come back as ``api_error`` and are submitted again by the next run.
+    """
+    async for batch in client.messages.batches.list(limit=100):
+        when = batch.created_at.timestamp() if hasattr(batch.created_at, "timestamp") else float(batch.created_at)
+        if when < created - INTENT_CLOCK_SKEW:
+            return None
+        counts = batch.request_counts
+        total = sum(int(getattr(counts, k, 0) or 0) for k in ("processing", "succeeded", "errored", "canceled", "expired"))
+        if batch.id not in known and total == n_requests:
+            return batch.id
+    return None

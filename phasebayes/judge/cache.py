@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,6 +43,14 @@ CREATE TABLE IF NOT EXISTS judgements (
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
+    judge_id TEXT NOT NULL,
+    rubric_version TEXT NOT NULL,
+    requests TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_intents (
+    intent_id TEXT PRIMARY KEY,
     judge_id TEXT NOT NULL,
     rubric_version TEXT NOT NULL,
     requests TEXT NOT NULL,
@@ -157,6 +166,36 @@ class JudgeCache:
                 "SELECT batch_id, requests FROM batches WHERE judge_id=? AND rubric_version=? AND state='submitted' "
                 "ORDER BY created", (judge_id, rubric_version)).fetchall()
         return [(b, json.loads(r)) for b, r in rows]
+
+    def add_intent(self, *, judge_id: str, rubric_version: str, requests: dict[str, str]) -> str:
+        """Record that a batch of ``requests`` is about to be created (before paying); returns the intent id.
+
+        A kill between creating the batch and :meth:`add_batch` leaves the intent open, so the next run
+        looks for that batch on the API before creating a new one.
+        """
+        intent_id = uuid.uuid4().hex
+        with self._lock:
+            self._conn.execute("INSERT INTO batch_intents VALUES (?,?,?,?,?,?)",
+                               (intent_id, judge_id, rubric_version, json.dumps(requests), "open", time.time()))
+        return intent_id
+
+    def resolve_intent(self, intent_id: str) -> None:
+        """The intent's batch was recorded (or found not to exist)."""
+        with self._lock:
+            self._conn.execute("UPDATE batch_intents SET state='resolved' WHERE intent_id=?", (intent_id,))
+
+    def open_intents(self, judge_id: str, rubric_version: str) -> list[tuple[str, dict[str, str], float]]:
+        """Intents of this judge and rubric whose batch was never recorded: (intent id, requests, unix time)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT intent_id, requests, created FROM batch_intents WHERE judge_id=? AND rubric_version=? "
+                "AND state='open' ORDER BY created", (judge_id, rubric_version)).fetchall()
+        return [(i, json.loads(r), float(c)) for i, r, c in rows]
+
+    def batch_ids(self) -> set[str]:
+        """Every batch id this cache has recorded (any judge, any state)."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT batch_id FROM batches").fetchall()}
 
     def close_batch(self, batch_id: str, state: str = "collected") -> None:
         """Mark a batch as collected (its results are in the judgements table) or abandoned."""
