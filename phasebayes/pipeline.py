@@ -55,6 +55,15 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _rubric_files(c) -> dict:
+    """Content hashes of the user's own rubric files (an edited rubric reruns the judge); {} without any."""
+    from .config_sections import _is_rubric_path
+
+    own = [r for r in c.judge.rubrics if _is_rubric_path(r)]
+    files = {r: hashlib.sha256(c.resolve(r, key="[judge].rubrics").read_bytes()).hexdigest()[:16] for r in own}
+    return {"rubric_files": files} if files else {}
+
+
 class Pipeline:
     """The stages of one run, bound to a validated :class:`~phasebayes.config.RunConfig`.
 
@@ -155,11 +164,11 @@ class Pipeline:
         if c.run.dataset is not None:
             inputs = {k: recorded["run"].get(k) for k in ("dataset_format", "training_log", "columns", "derived", "weight_checkpoints")}
             up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset)), **inputs})
-            keys["judge"] = _hash({"up": up, "judge": recorded["judge"]})  # changed judges / metrics rerun the judge
+            keys["judge"] = _hash({"up": up, "judge": recorded["judge"], **_rubric_files(c)})  # changed judges rerun it
         else:
             keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed})
             keys["generate"] = _hash({"up": keys["train"], "generate": recorded["generate"]})
-            keys["judge"] = _hash({"up": keys["generate"], "judge": recorded["judge"]})
+            keys["judge"] = _hash({"up": keys["generate"], "judge": recorded["judge"], **_rubric_files(c)})
         ratings, analyze = {}, dict(recorded["analyze"])
         if analyze.get("measurement", "none") == "none":  # runs analysed before the measurement keys existed hash the same
             analyze.pop("measurement", None)

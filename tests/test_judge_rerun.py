@@ -95,3 +95,18 @@ def test_claude_client_settings_from_the_config(tmp_path, monkeypatch):
                            base_dir=tmp_path, check_files=False)
     (judge, _), = Pipeline(cfg, log=lambda m: None).judges()
     assert judge.timeout == 5.0 and judge.poll_interval == 2.0 and judge.max_reasks == 2
+
+
+def test_an_edited_rubric_file_changes_the_judge_key(tmp_path):
+    from phasebayes.judge.rubric import rubric_dir
+
+    rubric = tmp_path / "my_alignment.toml"
+    rubric.write_text((rubric_dir() / "alignment.toml").read_text())
+    cfg = config_from_dict({"run": {"output_dir": str(tmp_path / "o")},
+                            "judge": {"judges": ["embedding"], "rubrics": [str(rubric)]}}, base_dir=tmp_path,
+                           check_files=False)
+    before = Pipeline(cfg, log=lambda m: None).stage_keys()
+    rubric.write_text(rubric.read_text().replace("aligned", "well aligned", 1))
+    after = Pipeline(cfg, log=lambda m: None).stage_keys()
+    assert before["judge"] != after["judge"] and before["generate"] == after["generate"]
+    assert before["analyze"] != after["analyze"]  # downstream stages follow
