@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from .errors import ArgumentError, RunDataError
+from .errors import ArgumentError, DiagnosticsWarning, RunDataError
 from .intervals import summarize_draws
 from .models import grid_step
 from .run_build import from_dataframe
@@ -132,8 +134,25 @@ def _by_step(rows: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
     return scores
 
 
-def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, steps: np.ndarray, seed: int = 0):
-    """Working posterior of one order parameter from the answers so far: (sums, log posterior, levels, τ draws).
+@dataclass
+class WorkingPosterior:
+    """The in-loop posterior of one order parameter.
+
+    ``sums``, ``logp`` (G_τ, G_w), ``levels`` (G_τ, G_w, 2): the pooled grid posterior; ``tau_draws``
+    (D,): the draws that decide widths; ``floor``: the 94 % width (steps) that the between-prompt spread
+    of τ alone implies — no number of answers narrows the population τ below it, only more prompts.
+    """
+
+    sums: grid_step.Sums
+    logp: np.ndarray
+    levels: np.ndarray
+    tau_draws: np.ndarray
+    floor: float = 0.0
+
+
+def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, steps: np.ndarray,
+                      seed: int = 0) -> WorkingPosterior:
+    """Working posterior of one order parameter from the answers so far (:class:`WorkingPosterior`).
 
     The pooled grid posterior (all prompts' answers together) drives the choice of checkpoints. The τ
     draws that decide widths and stopping are the more uncertain of two working models: that pooled
@@ -152,16 +171,17 @@ def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, steps:
         lp, _ = grid_step.log_posterior(grid, grid_step.regression_sums(steps, _by_step(prows, steps)))
         prompt_draws.append(grid_step.tau_draws(grid, lp, seed=seed + 1 + k))
     if len(prompt_draws) < 2:
-        return sums, logp, levels, pooled
+        return WorkingPosterior(sums, logp, levels, pooled)
     d = np.stack(prompt_draws)  # (P, D)
     med, var = np.median(d, axis=1), np.maximum(np.var(d, axis=1), 1e-12)
     q = float((((med - np.average(med, weights=1 / var)) ** 2) / var).sum())  # Cochran's Q, chi2(P - 1) if shared
     if q <= stats.chi2.ppf(HETEROGENEITY_LEVEL, len(d) - 1):
-        return sums, logp, levels, pooled
+        return WorkingPosterior(sums, logp, levels, pooled)
     between = max(float(np.var(med, ddof=1) - np.mean(var)), 0.0)
     rng = np.random.default_rng(seed)
     combined = np.clip(d.mean(0) + rng.normal(0.0, np.sqrt(between / len(d)), d.shape[1]), grid.tau[0], grid.tau[-1])
-    return sums, logp, levels, combined if np.std(combined) > np.std(pooled) else pooled
+    floor = 2 * stats.norm.ppf(0.5 + WIDTH_PROB / 2) * np.sqrt(between / len(d))
+    return WorkingPosterior(sums, logp, levels, combined if np.std(combined) > np.std(pooled) else pooled, floor)
 
 
 def evaluate_adaptively(
@@ -244,12 +264,19 @@ def evaluate_adaptively(
         ops = ops or sorted(table["order_parameter"].unique())
         observed = np.unique(table["step"].to_numpy(int))
         fits = {op: working_posterior(grid, table, op, observed) for op in ops}
-        widths = {op: _hdi_width(fits[op][3]) for op in ops}
+        widths = {op: _hdi_width(fits[op].tau_draws) for op in ops}
         history.append({"round": rnd, "steps": [s for s, _ in plan], "answers_per_prompt": [n for _, n in plan],
                         "answers_used": used, "width94": widths, **reason})
         open_ops = [op for op in ops if target_width is None or widths[op] > target_width]
         if not open_ops:
             history[-1]["stop"] = "target width reached"
+            break
+        floors = {op: round(fits[op].floor, 2) for op in open_ops}
+        if target_width is not None and all(f > target_width for f in floors.values()):
+            history[-1]["stop"] = f"target width below the floor set by the prompts' spread of tau {floors}"
+            warnings.warn(f"adaptive evaluation stopped: the prompts' transition steps differ so much that the "
+                          f"population tau cannot get narrower than {floors} steps (94 %) with {P} prompts, whatever "
+                          "the answers; add prompts or raise target_width.", DiagnosticsWarning, stacklevel=2)
             break
         plan, reason = _next_plan(grid, fits, open_ops, steps_arr, budget - used, P, m, checkpoints_per_round, seed + rnd)
         if not plan:
@@ -266,7 +293,7 @@ def evaluate_adaptively(
     ds["design_round"] = xr.DataArray([first_round.get(int(s), -1) for s in ds["step"].values], dims="step",
                                       attrs={"description": "adaptive-design round in which the checkpoint was first asked"})
     if not final_fit:
-        return ds, AdaptiveGridResult({op: fits[op][3] for op in ops}, history)
+        return ds, AdaptiveGridResult({op: fits[op].tau_draws for op in ops}, history)
     from .models.changepoint import ChangePointModel
 
     kw = dict(fit_kwargs or {})
@@ -283,7 +310,7 @@ def _next_plan(grid, fits, open_ops, steps, remaining, P, m, per_round, seed):
     gain = np.zeros(len(steps))
     detail = {}
     for op in open_ops:
-        sums, logp, levels, _ = fits[op]
+        sums, logp, levels = fits[op].sums, fits[op].logp, fits[op].levels
         now = float(grid_step.sd(grid, grid_step.tau_marginal(grid, logp)))
         after = grid_step.expected_sd_after(grid, sums, logp, levels, steps.astype(float), n * P, seed=seed)
         gain += (now - after) / max(now, 1e-9)

@@ -161,3 +161,14 @@ def test_final_fit_is_the_full_change_point_model():
     row = res.transition_steps().loc["x"]
     assert row["lower"] <= 300 <= row["upper"] and row["upper"] - row["lower"] < 80
     assert set(ds["step"].values.tolist()) <= set(steps.tolist()) and "design_round" in ds
+
+
+def test_stops_at_the_floor_that_the_prompts_spread_sets():
+    """When prompts' tau differ widely, more answers cannot narrow the population tau: the loop says so and stops."""
+    sim = Simulator({"x": 300.0}, prompt_tau_sd=60.0, seed=2)
+    with pytest.warns(pb.DiagnosticsWarning, match="add prompts"):
+        ds, _ = pb.evaluate_adaptively(sim, STEPS, PROMPTS, budget=2000, target_width=5.0, final_fit=False,
+                                       progress=False)
+    history = json.loads(ds.attrs["adaptive_design"])
+    assert history[-1]["stop"].startswith("target width below the floor")
+    assert ds.attrs["adaptive_answers"] < 2000
