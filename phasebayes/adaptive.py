@@ -42,6 +42,8 @@ ANSWERS_PER_PROMPT = 4
 CHECKPOINTS_PER_ROUND = 2
 HETEROGENEITY_LEVEL = 0.9
 """Prompts are treated as moving apart when Cochran's Q exceeds this quantile of chi2(prompts − 1)."""
+FLOOR_LEVEL = 0.999
+"""The loop stops at the prompts' floor only when Cochran's Q exceeds this quantile of chi2(prompts − 1)."""
 WIDTH_PROB = 0.94
 """The interval whose width ``target_width`` bounds: the 94 % HDI of τ (the package's default interval)."""
 
@@ -180,7 +182,9 @@ def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, steps:
     between = max(float(np.var(med, ddof=1) - np.mean(var)), 0.0)
     rng = np.random.default_rng(seed)
     combined = np.clip(d.mean(0) + rng.normal(0.0, np.sqrt(between / len(d)), d.shape[1]), grid.tau[0], grid.tau[-1])
-    floor = 2 * stats.norm.ppf(0.5 + WIDTH_PROB / 2) * np.sqrt(between / len(d))
+    # the floor is claimed only on strong evidence of spread (a false floor would stop the loop early)
+    strong = q > stats.chi2.ppf(FLOOR_LEVEL, len(d) - 1)
+    floor = 2 * stats.norm.ppf(0.5 + WIDTH_PROB / 2) * np.sqrt(between / len(d)) if strong else 0.0
     return WorkingPosterior(sums, logp, levels, combined if np.std(combined) > np.std(pooled) else pooled, floor)
 
 

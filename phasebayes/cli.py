@@ -4,6 +4,7 @@ Examples::
 
     phasebayes demo                       # the embedded default: SmolLM2-135M, local judges, ~10 min on 2 cores
     phasebayes demo --quick --out runs/q  # the same, smaller, in about 3 minutes
+    phasebayes demo --live                # with live monitoring: the posterior at every checkpoint (live.html)
     phasebayes validate my_run.toml       # check a config (unknown keys, missing files, bad values)
     phasebayes run my_run.toml            # train → generate → judge → analyze → report, resumable
     phasebayes analyze my_run.toml        # one stage (its inputs must exist)
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(--quick: about 3). Rerunning resumes.")
     d.add_argument("--quick", action="store_true", help="smaller preset: fewer checkpoints, prompts, samples and draws (~3 min)")
     d.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/demo or runs/demo-quick)")
+    d.add_argument("--live", action="store_true", help="monitor the transition while training: the posterior at every "
+                                                       "checkpoint on the console and in <run>/live.html (docs/live.md)")
     d.add_argument("--print-config", action="store_true", help="print the demo's run config as TOML and exit "
                                                                "(a starting point for your own config)")
     _add_common(d)
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
 
             out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
             cfg = demo_config(quick=args.quick, output_dir=out)
+            if args.live:
+                overrides = {"live": {}, **(overrides or {})}
             if overrides:
                 data = cfg.to_dict()
                 for sec, kv in overrides.items():

@@ -103,6 +103,22 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
             raise ConfigError(f"{src}: [scale] runs the generate stage on Ray, which is not installed: "
                               "pip install 'phasebayes[scale]', or remove the [scale] table.")
 
+    if cfg.live is not None:
+        lv = cfg.live
+        if lv.prompts < 1 or lv.answers < 1 or lv.max_new_tokens < 1:
+            raise ConfigError(f"{src}: [live].prompts, answers and max_new_tokens must be >= 1 (e.g. 4, 2, 32).")
+        _choice(src, "[live].action", lv.action, ("stop", "alert"))
+        if lv.stop_when is not None:
+            from .models.online import parse_rule
+
+            try:
+                parse_rule(lv.stop_when)
+            except ConfigError as err:
+                raise ConfigError(f"{src}: [live].{err}") from None
+        if cfg.run.dataset is not None or cfg.train.checkpoints is not None or not cfg.train.enabled:
+            raise ConfigError(f"{src}: [live] monitors training, but this run does not train (dataset or "
+                              "checkpoints given); remove the [live] table.")
+
     g = cfg.generate
     if g.n_prompts < 0:
         raise ConfigError(f"{src}: [generate].n_prompts must be >= 0 (0 = all), got {g.n_prompts}.")

@@ -22,6 +22,7 @@ from .config_sections import (
     AnalyzeSection,
     GenerateSection,
     JudgeSection,
+    LiveSection,
     ReportSection,
     RunConfig,
     RunSection,
@@ -61,7 +62,7 @@ def _scale_fields() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- parsing
 _SECTIONS = {"run": RunSection, "train": TrainSection, "generate": GenerateSection, "judge": JudgeSection,
-             "analyze": AnalyzeSection, "report": ReportSection, "scale": ScaleSection}
+             "analyze": AnalyzeSection, "report": ReportSection, "scale": ScaleSection, "live": LiveSection}
 
 
 def _unknown(source: str, where: str, key: str, valid: list[str]) -> ConfigError:

@@ -195,6 +195,23 @@ class ScaleSection:
 
 
 @dataclass
+class LiveSection:
+    """``[live]``: monitor the transition while training (``docs/live.md``).
+
+    At every checkpoint save, ``answers`` answers (at most ``max_new_tokens`` tokens) to each of the first
+    ``prompts`` evaluation prompts are sampled from the model being trained and judged by the run's
+    judges; the online posterior is printed, logged and written to ``<run>/live.html``. ``stop_when`` —
+    a rule ``"P(transition: NAME) > 0.9"``; ``action`` — ``"stop"`` (end training there) or ``"alert"``.
+    """
+
+    prompts: int = 4
+    answers: int = 2
+    max_new_tokens: int = 32
+    stop_when: str | None = None
+    action: str = "stop"
+
+
+@dataclass
 class RunConfig:
     """A whole run: one section per stage. Build with :func:`load_config`, :func:`config_from_dict` or :func:`demo_config`."""
 
@@ -205,6 +222,7 @@ class RunConfig:
     analyze: AnalyzeSection = field(default_factory=AnalyzeSection)
     report: ReportSection = field(default_factory=ReportSection)
     scale: ScaleSection | None = None
+    live: LiveSection | None = None
     source: str = "<dict>"
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -231,7 +249,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as a TOML-ready dict (sections and their keys; ``options`` flattened)."""
         out: dict[str, Any] = {}
-        for name in ("run", "train", "generate", "judge", "analyze", "report", "scale"):
+        for name in ("run", "train", "generate", "judge", "analyze", "report", "scale", "live"):
             if getattr(self, name) is None:
                 continue
             sec = dataclasses.asdict(getattr(self, name))

@@ -166,7 +166,8 @@ class Pipeline:
             up = _hash({"dataset": str(c.resolve(c.run.dataset)), "mtime": os.path.getmtime(c.resolve(c.run.dataset)), **inputs})
             keys["judge"] = _hash({"up": up, "judge": recorded["judge"], **_rubric_files(c)})  # changed judges rerun it
         else:
-            keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed})
+            keys["train"] = _hash({"train": recorded["train"], "seed": c.run.seed,  # a stop rule changes the checkpoints
+                                   **({"live": recorded["live"]} if "live" in recorded else {})})
             keys["generate"] = _hash({"up": keys["train"], "generate": recorded["generate"]})
             keys["judge"] = _hash({"up": keys["generate"], "judge": recorded["judge"], **_rubric_files(c)})
         ratings, analyze = {}, dict(recorded["analyze"])
@@ -214,11 +215,26 @@ class Pipeline:
         # a folder holding another training run is refused unless forced (or [train].overwrite = true)
         opts["overwrite"] = bool(opts.get("overwrite")) or "train" in self.force
         with _cli_hint("train"):
-            res = train(TrainConfig(output_dir=self.checkpoints_dir, **opts))
+            res = train(TrainConfig(output_dir=self.checkpoints_dir, **opts), callbacks=self._live_monitor())
         self.timings["train"] = time.perf_counter() - t0
         self.log(f"train: {len(res.checkpoint_steps)} checkpoints (steps {res.checkpoint_steps[0]}..{res.checkpoint_steps[-1]})"
                  f" in {self.timings['train']:.0f} s")
         self._mark("train", key, self.timings["train"])
+
+    def _live_monitor(self) -> list:
+        """``[live]``: the trainer callback that probes, judges and reports each checkpoint (docs/live.md)."""
+        lv = self.config.live
+        if lv is None:
+            return []
+        from .monitor import TransitionMonitor, judged_probe
+
+        c = self.config
+        cache = c.resolve(c.judge.cache, must_exist=False) if c.judge.cache else self.out / "judge_cache.sqlite"
+        prompts = [p["text"] for p in self.select_prompts()[: lv.prompts]]
+        probe = judged_probe(prompts, self.judges(), n_answers=lv.answers, max_new_tokens=lv.max_new_tokens, cache=cache,
+                             seed=c.run.seed)
+        self.log(f"live: probing {len(prompts)} prompts x {lv.answers} answers at every checkpoint -> {self.out / 'live.html'}")
+        return [TransitionMonitor(probe, self.out, stop_when=lv.stop_when, action=lv.action, log=self.log)]
 
     def select_prompts(self) -> list[dict[str, str]]:
         """The configured prompts: the first ``n_prompts``, round-robin over categories (all if 0)."""

@@ -1,7 +1,7 @@
 """Shared helper: one quick demo run on a tiny in-process model per test session (CLI end to end).
 
 Not a test module (leading underscore). ``tiny_demo_run(tmp_path_factory)`` runs
-``phasebayes demo --quick --base-model <tiny> --out <tmp>/run`` with small MCMC once and returns
+``phasebayes demo --quick --live --base-model <tiny> --out <tmp>/run`` with small MCMC once and returns
 ``(run_folder, stdout)``; later calls reuse it.
 """
 
@@ -39,7 +39,8 @@ def tiny_demo_run(tmp_path_factory) -> tuple[Path, str]:
     if "run" not in _CACHE:
         base = tiny_model(tmp_path_factory)
         run = tmp_path_factory.mktemp("tiny_demo") / "run"
-        rc, out, err = run_cli(["demo", "--quick", "--out", str(run), "--base-model", str(base), "--quiet", *SMALL_MCMC])
+        rc, out, err = run_cli(["demo", "--quick", "--live", "--out", str(run), "--base-model", str(base), "--quiet",
+                                *SMALL_MCMC])
         assert rc == 0, err[-3000:]
         _CACHE["run"] = (run, out)
     return _CACHE["run"]

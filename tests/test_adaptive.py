@@ -51,6 +51,13 @@ def test_grid_posterior_equals_numerical_integration_of_the_levels():
             ll = -0.5 * ((sums.s2 - 2 * mu * sums.s1 + sums.n * mu**2) / sums.var).sum(-1)
             lp = ll - 0.5 * ((a - prior_mean) ** 2 + (b - prior_mean) ** 2) / prior_sd**2
             brute[i, j] = np.log(np.exp(lp - lp.max()).sum() * da) + lp.max()
+    # the Bayes factor against one constant level (used by live monitoring), by the same brute force
+    a1 = np.linspace(-150, 250, 4001)
+    ll0 = -0.5 * ((sums.s2 - 2 * a1[:, None] * sums.s1 + sums.n * a1[:, None] ** 2) / sums.var).sum(-1)
+    lp0 = ll0 - 0.5 * (a1 - prior_mean) ** 2 / prior_sd**2
+    log_null = np.log(np.exp(lp0 - lp0.max()).sum() * (a1[1] - a1[0])) + lp0.max() - 0.5 * np.log(2 * np.pi * prior_sd**2)
+    log_change = np.log(np.mean(np.exp(brute - brute.max()))) + brute.max() - np.log(2 * np.pi * prior_sd**2)
+    assert grid_step.log_bayes_factor(grid, sums, prior_sd=prior_sd) == pytest.approx(log_change - log_null, abs=1e-4)
     brute = np.exp(brute - brute.max())
     np.testing.assert_allclose(np.exp(logp), brute / brute.sum(), atol=1e-6)
     best = np.unravel_index(np.argmax(logp), logp.shape)

@@ -33,6 +33,12 @@ def test_quick_demo_writes_the_run_folder(demo):
     assert {"response", "logp", "grad_norm"} <= set(ds.data_vars)
     stages = json.loads((run / "stages.json").read_text())
     assert set(stages) == {"train", "generate", "judge", "analyze", "report"}
+    # --live: the online posterior at every checkpoint save, judged by the run's own judges
+    saved = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("checkpoint-*"))  # 0: before training
+    journal = [json.loads(x) for x in (run / "live.jsonl").read_text().splitlines()]
+    assert [j["step"] for j in journal] == saved
+    assert OPS <= set(journal[-1]["scores"])
+    assert "training finished" in (run / "live.html").read_text()
 
 
 def test_quick_demo_prints_the_summary(demo):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,8 @@ def _sft_config(cfg: TrainConfig, out: Path, total: int | None) -> Any:
     )
 
 
-def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], None] | None = None,
+          callbacks: Sequence[Any] = ()) -> TrainResult:
     """Fine-tune a base model on a chat dataset with TRL's ``SFTTrainer``; write checkpoints and the step log.
 
     Parameters
@@ -134,6 +135,9 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
     callback
         Called after every optimiser step as ``callback(step, record)`` (record = the log row); may raise
         to stop training (a rerun with the same config resumes from the last checkpoint).
+    callbacks
+        Extra ``transformers.TrainerCallback`` objects (e.g. :class:`phasebayes.monitor.TransitionMonitor`);
+        one with an ``attach(trainer)`` method is attached through it (to log through the trainer).
 
     Returns
     -------
@@ -218,6 +222,8 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
     finally:
         if bars:
             datasets.enable_progress_bars()
+    for extra in callbacks:
+        extra.attach(trainer) if hasattr(extra, "attach") else trainer.add_callback(extra)
     if not config.show_progress:
         from transformers.trainer_callback import PrinterCallback
 

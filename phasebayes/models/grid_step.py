@@ -84,11 +84,8 @@ def regression_sums(steps: np.ndarray, scores: np.ndarray) -> Sums:
     return Sums(steps, n, s1, s2, np.maximum(var, 1e-9), pooled)
 
 
-def log_posterior(grid: Grid, sums: Sums, prior_sd: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised log posterior of (τ, w), ``(G_τ, G_w)``, and the posterior mean levels ``(G_τ, G_w, 2)``.
-
-    The levels' prior is Normal(mean of the scores, ``prior_sd``²) each (default: 10 × the score sd).
-    """
+def _marginal(grid: Grid, sums: Sums, prior_sd: float | None):
+    """Per grid point: log p(y | τ, w) up to constants shared with the no-change model, and the levels."""
     s = grid.curves(sums.steps)  # (Gt, Gw, T)
     wgt = sums.n / sums.var
     x0, x1 = 1.0 - s, s
@@ -105,9 +102,27 @@ def log_posterior(grid: Grid, sums: Sums, prior_sd: float | None = None) -> tupl
     det = a00 * a11 - a01**2
     m0 = (a11 * b0 - a01 * b1) / det
     m1 = (a00 * b1 - a01 * b0) / det
-    logp = -0.5 * np.log(det) + 0.5 * (m0 * b0 + m1 * b1)
-    logp = logp - special.logsumexp(logp)
-    return logp, np.stack([m0, m1], axis=-1)
+    # Gaussian integral over (a, b): −½ log|Λ| + ½ mᵀΛm − ½ log|Σ0| − ½ μ0ᵀΣ0⁻¹μ0 (−½ Σ y²/σ² shared)
+    logml = -0.5 * np.log(det) + 0.5 * (m0 * b0 + m1 * b1) + np.log(p) - p * mean_y**2
+    null_prec = wgt.sum() + p
+    null_b = rhs.sum() + p * mean_y
+    null = -0.5 * np.log(null_prec) + 0.5 * null_b**2 / null_prec + 0.5 * np.log(p) - 0.5 * p * mean_y**2
+    return logml, np.stack([m0, m1], axis=-1), float(null)
+
+
+def log_posterior(grid: Grid, sums: Sums, prior_sd: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised log posterior of (τ, w), ``(G_τ, G_w)``, and the posterior mean levels ``(G_τ, G_w, 2)``.
+
+    The levels' prior is Normal(mean of the scores, ``prior_sd``²) each (default: 10 × the score sd).
+    """
+    logml, levels, _ = _marginal(grid, sums, prior_sd)
+    return logml - special.logsumexp(logml), levels
+
+
+def log_bayes_factor(grid: Grid, sums: Sums, prior_sd: float | None = None) -> float:
+    """log p(y | a transition) − log p(y | one constant level), same priors and noise (τ, w uniform on the grid)."""
+    logml, _, null = _marginal(grid, sums, prior_sd)
+    return float(special.logsumexp(logml) - np.log(logml.size) - null)
 
 
 def tau_marginal(grid: Grid, logp: np.ndarray) -> np.ndarray:
