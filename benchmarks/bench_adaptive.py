@@ -69,8 +69,9 @@ def replicate(regime: dict, r: int) -> dict:
     target = max(hi - lo for lo, hi in full.values())
     sim = make()
     warnings.simplefilter("ignore", pb.DiagnosticsWarning)
-    ds, _ = pb.evaluate_adaptively(sim, STEPS, PROMPTS, budget=len(STEPS) * len(PROMPTS) * ANSWERS, target_width=target,
-                                   final_fit=False, progress=False, seed=r)
+    ds, at_target = pb.evaluate_adaptively(sim, STEPS, PROMPTS, budget=len(STEPS) * len(PROMPTS) * ANSWERS,
+                                           target_width=target, final_fit=False, progress=False, seed=r)
+    t_table = at_target.transition_steps()
     stop = json.loads(ds.attrs["adaptive_design"])[-1].get("stop", "")
     same_width = {"answers": int(ds.attrs["adaptive_answers"]), "reached": stop == "target width reached",
                   "floor": stop.startswith("target width below the floor")}
@@ -81,6 +82,7 @@ def replicate(regime: dict, r: int) -> dict:
     cover = lambda iv: [iv[op][0] <= tau[op] <= iv[op][1] for op in OPS]  # noqa: E731
     width = lambda iv: [iv[op][1] - iv[op][0] for op in OPS]  # noqa: E731
     return {"target": target, **same_width, "cover_full": cover(full), "cover_third": cover(third),
+            "cover_target": cover({op: (float(t_table.loc[op, "lower"]), float(t_table.loc[op, "upper"])) for op in OPS}),
             "cover_adaptive": cover(adaptive), "w_third": width(third), "w_adaptive": width(adaptive),
             "w_full": width(full)}
 
@@ -94,19 +96,22 @@ def main() -> None:
     print(f"full grid: {len(STEPS)} checkpoints x {len(PROMPTS)} prompts x {ANSWERS} answers = {full_n} judged answers; "
           f"{len(OPS)} order parameters; {args.reps} replicates per regime\n")
     print("| regime | full-grid width (median) | answers to reach it, adaptive (median, range) | ratio | reached (floor stops) | "
-          "width at 1/3 budget: adaptive / every 3rd ckpt | 94 % coverage: full / every 3rd / adaptive | s |")
+          "width at 1/3 budget: adaptive / every 3rd ckpt | 94 % coverage: full / every 3rd / adaptive at 1/3 / "
+          "adaptive at target | s |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.regimes.split(","):
         t0 = time.time()
         out = [replicate(REGIMES[name], r) for r in range(args.reps)]
         answers = np.array([o["answers"] for o in out])
-        cov = {k: np.mean(np.concatenate([o[k] for o in out])) for k in ("cover_full", "cover_third", "cover_adaptive")}
+        cov = {k: np.mean(np.concatenate([o[k] for o in out]))
+               for k in ("cover_full", "cover_third", "cover_adaptive", "cover_target")}
         print(f"| {name} | {np.median([o['target'] for o in out]):.1f} | {np.median(answers):.0f} "
               f"({answers.min()}–{answers.max()}) | {full_n / np.median(answers):.1f}× | "
               f"{sum(o['reached'] for o in out)}/{len(out)} ({sum(o['floor'] for o in out)}) | "
               f"{np.median(np.concatenate([o['w_adaptive'] for o in out])):.1f} / "
               f"{np.median(np.concatenate([o['w_third'] for o in out])):.1f} | "
-              f"{cov['cover_full']:.2f} / {cov['cover_third']:.2f} / {cov['cover_adaptive']:.2f} "
+              f"{cov['cover_full']:.2f} / {cov['cover_third']:.2f} / {cov['cover_adaptive']:.2f} / "
+              f"{cov['cover_target']:.2f} "
               f"(n={len(out) * len(OPS)}) | {time.time() - t0:.0f} |", flush=True)
 
 

@@ -301,7 +301,10 @@ def evaluate_adaptively(
     from .models.changepoint import ChangePointModel
 
     kw = dict(fit_kwargs or {})
-    model = ChangePointModel(ds, order_parameters=ops, **kw.get("model", {}))
+    model_kw = dict(kw.get("model", {}))
+    # the width prior follows the checkpoints that exist, not the ones the design happened to ask
+    model_kw["priors"] = {"width_median_steps": float(np.median(np.diff(steps_arr))), **model_kw.get("priors", {})}
+    model = ChangePointModel(ds, order_parameters=ops, **model_kw)
     return ds, model.fit(**{"random_seed": seed, **kw.get("fit", {})})
 
 

@@ -51,7 +51,7 @@ from .families import (
     pytensor_math,
     sufficient_statistics,
 )
-from .geometry import TAU_SEPARATION_CENTRED, levels_from_end_values, tau_separation
+from .geometry import TAU_SEPARATION_CENTRED, levels_from_end_values, tau_separation, width_prior_median
 from .links import _EPS, _inv_link, _logistic  # noqa: F401  (re-exported for older imports)
 from .mirror import _NumpyMirror
 from .multirun import MultiRunChangePointModel, is_multi_run
@@ -103,6 +103,7 @@ class ChangePointModel(_NumpyMirror):
 
     DEFAULT_PRIORS: dict[str, float] = {
         "width_log_sd": 1.0,  # sd of log width
+        "width_median_steps": 0.0,  # median of the width prior in steps; 0: the median checkpoint spacing
         "sigma_tau_frac": 0.05,  # HalfNormal scale of prompt tau deviations, fraction of the run
         "level_sd_link": 1.5,  # sd of logit/log population levels
         "level_sd_normal": 2.5,  # sd of normal population levels, in data sds
@@ -304,7 +305,7 @@ class ChangePointModel(_NumpyMirror):
             has_transition = cfg.transition != "none"
             if cfg.transition == "sigmoid":
                 tau_u = pm.Uniform("tau_unit", 0.0, 1.0, dims="order_parameter")
-                w0 = float(np.median(np.diff(self.u)))
+                w0 = width_prior_median(cfg.priors, self.u, self.span)
                 width_u = pm.LogNormal("width_unit", mu=np.log(w0), sigma=cfg.priors["width_log_sd"], dims="order_parameter")
                 # levels sampled as their link-scale blends at the first and last checkpoint (geometry.py)
                 ends = [pm.Flat(n, initval=mu_lvl[:, 0], dims="order_parameter") for n in ("start_link", "end_link")]

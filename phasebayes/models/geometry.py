@@ -76,3 +76,11 @@ def levels_from_end_values(start, end, tau_u, width_u, mask, pt):
     a = (s1 * start - s0 * end) / det
     b = ((1.0 - s0) * end - (1.0 - s1) * start) / det
     return a, b, -pt.sum(pt.log(det))
+
+
+def width_prior_median(priors: dict, u: np.ndarray, span: float) -> float:
+    """Median of the LogNormal width prior on the unit step scale: ``priors["width_median_steps"]`` (training
+    steps) when set (> 0), else the median spacing of the checkpoints in the data. An adaptive design sets
+    it to the spacing of the checkpoints that exist, so the prior does not depend on which were asked."""
+    w_steps = float(priors.get("width_median_steps", 0.0) or 0.0)
+    return w_steps / span if w_steps > 0 else float(np.median(np.diff(u)))

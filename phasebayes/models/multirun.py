@@ -30,6 +30,7 @@ import xarray as xr
 from ..dataset import order_parameter_scale, validate
 from ..errors import ModelSpecError, RunDataError
 from .families import get_family, n_categories, prepare_scores, pytensor_math, sufficient_statistics
+from .geometry import width_prior_median
 
 __all__ = ["MultiRunChangePointModel", "stack_runs", "is_multi_run"]
 
@@ -181,7 +182,7 @@ class MultiRunChangePointModel:
             s_tau = pm.HalfNormal("sigma_tau_unit", sigma=pr["sigma_tau_frac"], dims="order_parameter")
             z_tau = pm.ZeroSumNormal("z_tau", dims=("order_parameter", "run", "prompt"))
             tau_krp = tau[:, None, None] + s_run_tau[:, None, None] * z_run_tau[:, :, None] + s_tau[:, None, None] * z_tau
-            w0 = float(np.median(np.diff(self.u)))
+            w0 = width_prior_median(pr, self.u, self.span)
             width = pm.LogNormal("width_unit", mu=np.log(w0), sigma=pr["width_log_sd"], dims="order_parameter")
             s = pt.sigmoid((self.u[None, None, :, None] - tau_krp[:, :, None, :]) / width[:, None, None, None])  # (K,R,T,P)
             total = 0.0
