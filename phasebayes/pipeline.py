@@ -60,7 +60,8 @@ def _rubric_files(c) -> dict:
     from .config_sections import _is_rubric_path
 
     own = [r for r in c.judge.rubrics if _is_rubric_path(r)]
-    files = {r: hashlib.sha256(c.resolve(r, key="[judge].rubrics").read_bytes()).hexdigest()[:16] for r in own}
+    # content only, not the path: a run folder records paths differently from the config it came from
+    files = [hashlib.sha256(c.resolve(r, key="[judge].rubrics").read_bytes()).hexdigest()[:16] for r in own]
     return {"rubric_files": files} if files else {}
 
 

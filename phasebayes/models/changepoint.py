@@ -19,7 +19,8 @@ checkpoint (:func:`~phasebayes.models.geometry.levels_from_end_values`; same pri
 Priors, in data units (``priors`` overrides any of them):
 
 - ``tau_k`` ~ Uniform(first step, last step);
-- ``w_k`` (steps) ~ LogNormal(log(median checkpoint spacing), 1);
+- ``w_k`` (steps) ~ LogNormal(log(median checkpoint spacing), 1) (``priors["width_median_steps"]`` overrides the
+  spacing: adaptive designs set it to the spacing of the checkpoints that exist);
 - ``sigma_tau_k`` (steps) ~ HalfNormal(5 % of the run);
 - population levels on the link scale: logit-level ~ Normal(0, 1.5) for ``beta`` (0–100 scores:
   94 % prior mass between ≈ 5 and 95) and ``binomial``; log-level ~ Normal(log(mean), 1.5) for
