@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,6 +203,7 @@ def evaluate_adaptively(
     initial_checkpoints: int = INITIAL_CHECKPOINTS,
     scales: Mapping[str, tuple[float, float] | None] | None = None,
     state_path: str | os.PathLike | None = None,
+    max_seconds: float | None = None,
     final_fit: bool = True,
     fit_kwargs: Mapping | None = None,
     progress: bool = True,
@@ -232,6 +234,8 @@ def evaluate_adaptively(
         Declared score scale per order parameter (as in :func:`phasebayes.from_dataframe`; default 0–100).
     state_path
         A JSON-lines journal of every sampler call; rerunning with it resumes without asking twice.
+    max_seconds
+        A wall-time budget: no new round starts after this many seconds (the round in flight finishes).
     final_fit, fit_kwargs
         Fit the full :class:`~phasebayes.ChangePointModel` to the answers at the end (``fit_kwargs``:
         ``{"model": {...}, "fit": {...}}`` keyword arguments). With ``final_fit=False`` the result is
@@ -254,7 +258,7 @@ def evaluate_adaptively(
     journal = _Journal(state_path)
     ops = list(order_parameters) if order_parameters is not None else None
     grid = grid_step.Grid.over(steps_arr)
-    history, used = [], 0
+    history, used, started = [], 0, time.monotonic()
     bar = _progress(progress, budget)
     plan, reason, rnd = [(int(s), m) for s in first], {"why": "initial design: evenly spread checkpoints"}, 0
     while plan:
@@ -281,6 +285,9 @@ def evaluate_adaptively(
             warnings.warn(f"adaptive evaluation stopped: the prompts' transition steps differ so much that the "
                           f"population tau cannot get narrower than {floors} steps (94 %) with {P} prompts, whatever "
                           "the answers; add prompts or raise target_width.", DiagnosticsWarning, stacklevel=2)
+            break
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            history[-1]["stop"] = f"time budget spent ({max_seconds:g} s)"
             break
         plan, reason = _next_plan(grid, fits, open_ops, steps_arr, budget - used, P, m, checkpoints_per_round, seed + rnd)
         if not plan:

@@ -93,6 +93,22 @@ def test_budget_is_never_exceeded_even_when_it_is_not_a_multiple_of_a_round():
     assert json.loads(ds.attrs["adaptive_design"])[-1]["stop"] == "budget spent"
 
 
+def test_a_time_budget_stops_the_loop(monkeypatch):
+    import phasebayes.adaptive as adaptive
+
+    sim, clock = Simulator({"x": 300.0}), [0.0]
+
+    def slow(step, prompt, n):  # each call "takes" 1 s of a fake clock
+        clock[0] += 1.0
+        return sim(step, prompt, n)
+
+    monkeypatch.setattr(adaptive.time, "monotonic", lambda: clock[0])
+    ds, _ = pb.evaluate_adaptively(slow, STEPS, PROMPTS, budget=2000, max_seconds=50, final_fit=False, progress=False)
+    history = json.loads(ds.attrs["adaptive_design"])
+    assert history[-1]["stop"] == "time budget spent (50 s)"
+    assert len(sim.calls) == 30 + 12 * 2  # the first design (30 calls) and 2 rounds of 12: then 54 s > 50 s
+
+
 def test_target_width_stops_early():
     sim = Simulator({"x": 333.0})
     ds, res = pb.evaluate_adaptively(sim, STEPS, PROMPTS, budget=2000, target_width=12.0, final_fit=False,
