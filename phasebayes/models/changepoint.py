@@ -52,7 +52,7 @@ from .families import (
     pytensor_math,
     sufficient_statistics,
 )
-from .geometry import TAU_SEPARATION_CENTRED, levels_from_end_values, tau_separation, width_prior_median
+from .geometry import TAU_SEPARATION_CENTRED, end_links, levels_from_end_values, tau_separation, width_prior_median
 from .links import _EPS, _inv_link, _logistic  # noqa: F401  (re-exported for older imports)
 from .mirror import _NumpyMirror
 from .multirun import MultiRunChangePointModel, is_multi_run
@@ -316,10 +316,14 @@ class ChangePointModel(_NumpyMirror):
                 level_after = pm.Deterministic("level_after_link", b, dims="order_parameter")
                 prior = pm.logp(pm.Normal.dist(mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1]), pt.stack([a, b]))
                 pm.Potential("level_prior", pt.sum(prior) + log_jac)
-            else:
-                level_before = pm.Normal("level_before_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
+            else:  # chains start at the data's first and last checkpoints (one mode, not a swapped one)
+                start, end = end_links(self.obs, [get_family(self.config.likelihood[o]) for o in self.order_parameters],
+                                       mu_lvl[:, 0])
+                level_before = pm.Normal("level_before_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter",
+                                         initval=start)
                 if has_transition:
-                    level_after = pm.Normal("level_after_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1], dims="order_parameter")
+                    level_after = pm.Normal("level_after_link", mu=mu_lvl[:, 0], sigma=mu_lvl[:, 1],
+                                            dims="order_parameter", initval=end)
             if not self.before_free.all():  # ordinal: the cut points carry the location
                 level_before = level_before * self.before_free
             centered = self.centered_levels

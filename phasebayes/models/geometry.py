@@ -84,3 +84,21 @@ def width_prior_median(priors: dict, u: np.ndarray, span: float) -> float:
     it to the spacing of the checkpoints that exist, so the prior does not depend on which were asked."""
     w_steps = float(priors.get("width_median_steps", 0.0) or 0.0)
     return w_steps / span if w_steps > 0 else float(np.median(np.diff(u)))
+
+
+def end_links(obs: np.ndarray, families: list, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start values of the step model's levels: the link-scale mean of the first and of the last two
+    checkpoints per order parameter (``obs`` (K, T, P, N) on each family's observation scale), so that
+    every chain starts in the mode where "before" is early and "after" late; ``fallback`` (K,) where the
+    data cannot say (cut-point families, fewer than 4 checkpoints)."""
+    start, end = np.array(fallback, dtype=float), np.array(fallback, dtype=float)
+    for k, fam in enumerate(families):
+        if fam.has_cut_points or obs.shape[1] < 4:
+            continue
+        for out, cells in ((start, obs[k, :2]), (end, obs[k, -2:])):
+            if not np.isfinite(cells).any():
+                continue
+            mean = float(np.nanmean(cells))
+            mean = float(np.clip(mean, 0.02, 0.98)) if fam.unit_mean else (max(mean, 0.05) if fam.link == "log" else mean)
+            out[k] = float(fam.link_fn(mean))
+    return start, end
