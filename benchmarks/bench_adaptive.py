@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,10 +56,8 @@ def fixed_design(sampler, steps) -> dict[str, tuple[float, float]]:
         for p in PROMPTS:
             for op, ys in sampler(int(s), p, ANSWERS).items():
                 rows += [{"step": int(s), "prompt": p, "order_parameter": op, "score": y} for y in ys]
-    import pandas as pd
-
     table, grid = pd.DataFrame(rows), grid_step.Grid.over(STEPS)
-    return {op: interval(working_posterior(grid, table, op, np.asarray(steps)).tau_draws) for op in OPS}
+    return {op: interval(working_posterior(grid, table, op).tau_draws) for op in OPS}
 
 
 def replicate(regime: dict, r: int) -> dict:

@@ -128,13 +128,9 @@ def _check(steps, prompts, budget, target_width, answers_per_prompt) -> tuple[np
     return steps_arr, prompt_list
 
 
-def _by_step(rows: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
-    """Scores of ``rows`` as ``(len(steps), N)``, NaN-padded."""
-    by_step = [rows.loc[rows["step"] == s, "score"].to_numpy(float) for s in steps]
-    scores = np.full((len(steps), max(1, max(len(v) for v in by_step))), np.nan)
-    for i, v in enumerate(by_step):
-        scores[i, :len(v)] = v
-    return scores
+def _sums(rows: pd.DataFrame) -> grid_step.Sums:
+    """Per-checkpoint sums of the ``score`` column of ``rows`` (tidy answers table)."""
+    return grid_step.sums_by_step({int(s): g["score"].to_numpy(float) for s, g in rows.groupby("step")})
 
 
 @dataclass
@@ -153,8 +149,7 @@ class WorkingPosterior:
     floor: float = 0.0
 
 
-def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, steps: np.ndarray,
-                      seed: int = 0) -> WorkingPosterior:
+def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, seed: int = 0) -> WorkingPosterior:
     """Working posterior of one order parameter from the answers so far (:class:`WorkingPosterior`).
 
     The pooled grid posterior (all prompts' answers together) drives the choice of checkpoints. The τ
@@ -166,12 +161,12 @@ def working_posterior(grid: grid_step.Grid, table: pd.DataFrame, op: str, steps:
     used when Cochran's Q test finds the prompts' τ differ (level :data:`HETEROGENEITY_LEVEL`).
     """
     rows = table[table["order_parameter"] == op]
-    sums = grid_step.regression_sums(steps, _by_step(rows, steps))
+    sums = _sums(rows)
     logp, levels = grid_step.log_posterior(grid, sums)
     pooled = grid_step.tau_draws(grid, logp, seed=seed)
     prompt_draws = []
     for k, (_, prows) in enumerate(rows.groupby("prompt", sort=True)):
-        lp, _ = grid_step.log_posterior(grid, grid_step.regression_sums(steps, _by_step(prows, steps)))
+        lp, _ = grid_step.log_posterior(grid, _sums(prows))
         prompt_draws.append(grid_step.tau_draws(grid, lp, seed=seed + 1 + k))
     if len(prompt_draws) < 2:
         return WorkingPosterior(sums, logp, levels, pooled)
@@ -270,8 +265,7 @@ def evaluate_adaptively(
         bar.update(asked)
         table = journal.table()
         ops = ops or sorted(table["order_parameter"].unique())
-        observed = np.unique(table["step"].to_numpy(int))
-        fits = {op: working_posterior(grid, table, op, observed) for op in ops}
+        fits = {op: working_posterior(grid, table, op) for op in ops}
         widths = {op: _hdi_width(fits[op].tau_draws) for op in ops}
         history.append({"round": rnd, "steps": [s for s, _ in plan], "answers_per_prompt": [n for _, n in plan],
                         "answers_used": used, "width94": widths, **reason})

@@ -107,8 +107,7 @@ class TransitionMonitor(_callback_base()):
         finally:
             if was_training:
                 model.train()
-        self._record(step, scores, time.perf_counter() - t0, state)
-        if self.rule is not None and self.action == "stop" and any(a.startswith(f"step {step}:") for a in self.alerts):
+        if self._record(step, scores, time.perf_counter() - t0, state) and self.action == "stop":
             control.should_training_stop = True
         return control
 
@@ -117,7 +116,8 @@ class TransitionMonitor(_callback_base()):
             self._page(finished=True)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record(self, step: int, scores: dict, seconds: float, state, write: bool = True) -> None:
+    def _record(self, step: int, scores: dict, seconds: float, state, write: bool = True) -> bool:
+        """Add one checkpoint's scores, report them (``write``) and return whether the rule holds now."""
         self.online.add(step, scores)
         self.seconds.append(seconds)
         grad = pd.Series({int(r["step"]): float(r["grad_norm"]) for r in state.log_history
@@ -135,12 +135,14 @@ class TransitionMonitor(_callback_base()):
             if self.trainer is not None:
                 self.trainer.log({f"phasebayes/{k}/{op}": float(row[k]) for op, row in summary.iterrows()
                                   for k in ("p_transition", "tau_median")})
+        fired = False
         if self.rule is not None:
             name, cmp, threshold = self.rule
             if name not in summary.index:
                 raise ConfigError(f"stop rule names {name!r}, but the probe scores {list(summary.index)}.")
             p = float(summary.loc[name, "p_transition"])
-            if holds(p, cmp, threshold):
+            fired = holds(p, cmp, threshold)
+            if fired:
                 msg = (f"step {step}: rule 'P(transition: {name}) {cmp} {threshold:g}' holds "
                        f"(P = {p:.2f}){' — stopping training' if self.action == 'stop' else ''}")
                 self.alerts.append(msg)
@@ -148,6 +150,7 @@ class TransitionMonitor(_callback_base()):
                     self.log(f"live: {msg}")
         if write:
             self._page()
+        return fired
 
     def _page(self, finished: bool = False) -> None:
         history = pd.DataFrame(self.history)

@@ -65,22 +65,14 @@ class JudgeUsage:
     def add(self, judgements: Iterable[Judgement]) -> JudgeUsage:
         """Count the fresh judgements (``calls > 0``; cache hits are free)."""
         p = price(self.model)
-        for j in judgements:
-            if j.calls <= 0:
-                continue
+        for j in (j for j in judgements if j.calls > 0):
             self.calls += j.calls
-            part = j.extra.get("batch_part")  # a batch answer re-asked live: its batch call apart
-            parts = [(part["calls"], part.get("usage") or {}, True), (j.calls - part["calls"], j.extra.get("usage") or {}, False)] \
-                if part else [(j.calls, j.extra.get("usage") or {}, bool(j.extra.get("batch")))]
-            for calls, u, batch in parts:
+            for calls, usage, batch in _parts(j):
                 self.batch_calls += calls if batch else 0
                 for k in TOKEN_FIELDS:
-                    setattr(self, k, getattr(self, k) + int(u.get(k, 0)))
+                    setattr(self, k, getattr(self, k) + int(usage.get(k, 0)))
                 if p is not None:
-                    cost = (u.get("input_tokens", 0) * p[0] + u.get("output_tokens", 0) * p[1]
-                            + u.get("cache_creation_input_tokens", 0) * p[0] * CACHE_WRITE_FACTOR
-                            + u.get("cache_read_input_tokens", 0) * p[0] * CACHE_READ_FACTOR) / 1e6
-                    self.cost_usd += cost * (BATCH_FACTOR if batch else 1.0)
+                    self.cost_usd += _cost(usage, p) * (BATCH_FACTOR if batch else 1.0)
         return self
 
     @property
@@ -97,3 +89,18 @@ class JudgeUsage:
         cached = f", {self.cache_read_input_tokens:,} read from the prompt cache" if self.cache_read_input_tokens else ""
         return (f"{self.calls:,} paid call(s) ({self.batch_calls:,} in batches), {self.input_tokens:,} input + "
                 f"{self.output_tokens:,} output tokens{cached}, {cost}")
+
+
+def _parts(j: Judgement) -> list[tuple[int, dict, bool]]:
+    """(calls, usage, in a batch) of a judgement; a batch answer re-asked live has both kinds."""
+    part = j.extra.get("batch_part")
+    if part:
+        return [(part["calls"], part.get("usage") or {}, True), (j.calls - part["calls"], j.extra.get("usage") or {}, False)]
+    return [(j.calls, j.extra.get("usage") or {}, bool(j.extra.get("batch")))]
+
+
+def _cost(usage: dict, p: tuple[float, float]) -> float:
+    """US dollars of one usage dict at list prices ``p`` = (input, output) per million tokens."""
+    return (usage.get("input_tokens", 0) * p[0] + usage.get("output_tokens", 0) * p[1]
+            + usage.get("cache_creation_input_tokens", 0) * p[0] * CACHE_WRITE_FACTOR
+            + usage.get("cache_read_input_tokens", 0) * p[0] * CACHE_READ_FACTOR) / 1e6

@@ -223,7 +223,10 @@ def train(config: TrainConfig, *, callback: Callable[[int, dict[str, float]], No
         if bars:
             datasets.enable_progress_bars()
     for extra in callbacks:
-        extra.attach(trainer) if hasattr(extra, "attach") else trainer.add_callback(extra)
+        if hasattr(extra, "attach"):
+            extra.attach(trainer)
+        else:
+            trainer.add_callback(extra)
     if not config.show_progress:
         from transformers.trainer_callback import PrinterCallback
 

@@ -18,6 +18,7 @@ integration of the levels.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +109,15 @@ def _marginal(grid: Grid, sums: Sums, prior_sd: float | None):
     null_b = rhs.sum() + p * mean_y
     null = -0.5 * np.log(null_prec) + 0.5 * null_b**2 / null_prec + 0.5 * np.log(p) - 0.5 * p * mean_y**2
     return logml, np.stack([m0, m1], axis=-1), float(null)
+
+
+def sums_by_step(scores: Mapping[float, Sequence[float]]) -> Sums:
+    """:func:`regression_sums` of scores given per checkpoint (step → that checkpoint's scores, any number)."""
+    steps = sorted(scores)
+    y = np.full((len(steps), max([1, *(len(scores[s]) for s in steps)])), np.nan)
+    for i, s in enumerate(steps):
+        y[i, :len(scores[s])] = np.asarray(scores[s], float)
+    return regression_sums(np.asarray(steps, float), y)
 
 
 def log_posterior(grid: Grid, sums: Sums, prior_sd: float | None = None) -> tuple[np.ndarray, np.ndarray]:

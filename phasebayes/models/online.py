@@ -69,30 +69,24 @@ class OnlineTransition:
     def steps(self) -> list[int]:
         return sorted({s for by_step in self.scores.values() for s in by_step})
 
+    def _sums(self, op: str) -> grid_step.Sums | None:
+        """The per-checkpoint sums of ``op`` so far; None with fewer than 2 finite scores (prior only)."""
+        sums = grid_step.sums_by_step(self.scores[op])
+        return sums if sums.n.sum() >= 2 else None
+
     def tau_draws(self, op: str, n: int = 4000) -> np.ndarray:
         """Posterior draws of τ (training steps) from the checkpoints seen so far."""
-        by_step = self.scores[op]
-        steps = np.array(sorted(by_step), float)
-        width = max(len(v) for v in by_step.values())
-        y = np.full((len(steps), width), np.nan)
-        for i, s in enumerate(sorted(by_step)):
-            y[i, :len(by_step[s])] = by_step[s]
-        if np.isfinite(y).sum() < 2:
+        sums = self._sums(op)
+        if sums is None:
             return np.random.default_rng(self.seed).uniform(0, self.max_step, n)  # the prior
-        logp, _ = grid_step.log_posterior(self.grid, grid_step.regression_sums(steps, y))
+        logp, _ = grid_step.log_posterior(self.grid, sums)
         return grid_step.tau_draws(self.grid, logp, n=n, seed=self.seed)
 
     def p_change(self, op: str) -> float:
         """Posterior probability that the order parameter changes at all in the run (prior 1/2): the Bayes
         factor of the transition model against one constant level, from the checkpoints seen so far."""
-        by_step = self.scores[op]
-        steps = np.array(sorted(by_step), float)
-        y = np.full((len(steps), max(len(v) for v in by_step.values())), np.nan)
-        for i, s in enumerate(sorted(by_step)):
-            y[i, :len(by_step[s])] = by_step[s]
-        if np.isfinite(y).sum() < 2:
-            return 0.5
-        return float(special.expit(grid_step.log_bayes_factor(self.grid, grid_step.regression_sums(steps, y))))
+        sums = self._sums(op)
+        return 0.5 if sums is None else float(special.expit(grid_step.log_bayes_factor(self.grid, sums)))
 
     def summary(self, grad_norm: pd.Series | None = None) -> pd.DataFrame:
         """One row per order parameter: ``p_transition``, τ median and 94 % HDI, lag to the grad-norm peak.
