@@ -53,6 +53,7 @@ _LAZY = {
     "StudyTruth": "phasebayes.simulate",
     "evaluate_adaptively": "phasebayes.adaptive",
     "SimulatedSampler": "phasebayes.simulate_sampler",
+    "CheckpointSampler": "phasebayes.adaptive_sampler",
     "TransitionMonitor": "phasebayes.monitor",
 }
 

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,18 @@ from .models import grid_step
 from .run_build import from_dataframe
 
 Sampler = Callable[[int, str, int], Mapping[str, Sequence[float]]]
+
+
+class Request(NamedTuple):
+    """One sampler call: ``n`` answers of ``prompt`` at checkpoint ``step``; ``first`` is the index of the
+    first of them among all answers of that (step, prompt) so far (a sampler can seed on it)."""
+
+    step: int
+    prompt: str
+    n: int
+    first: int
+
+
 INITIAL_CHECKPOINTS = 5
 ANSWERS_PER_PROMPT = 4
 CHECKPOINTS_PER_ROUND = 2
@@ -70,34 +83,60 @@ class _Journal:
                 self.calls[(rec["round"], rec["step"], rec["prompt"])] = rec
             self.path.write_text("".join(json.dumps(r) + "\n" for r in self.calls.values()), encoding="utf-8")
 
-    def ask(self, sample: Sampler, rnd: int, step: int, prompt: str, n: int, ops: list[str] | None) -> dict:
-        key = (rnd, step, prompt)
-        if key in self.calls:
-            self.replayed += 1
+    def ask_round(self, sample: Sampler, rnd: int, requests: list[tuple[int, str, int]], ops: list[str] | None) -> None:
+        """Ask every ``(step, prompt, n)`` of round ``rnd`` not already in the journal; record the answers.
+
+        A sampler with a ``sample_many(requests)`` method (a list of :class:`Request`, returning one
+        mapping per request) gets the whole round at once — a real pipeline then loads each checkpoint
+        once and batches generation and judging; any other sampler is called once per request.
+        """
+        counts: dict[tuple[int, str], int] = {}
+        for key in self.asked:
+            rec = self.calls[key]
+            counts[(rec["step"], rec["prompt"])] = counts.get((rec["step"], rec["prompt"]), 0) + rec["n"]
+        todo: list[Request] = []
+        for step, prompt, n in requests:
+            key = (rnd, step, prompt)
+            if key in self.calls:
+                self.replayed += 1
+            else:
+                todo.append(Request(step, prompt, n, counts.get((step, prompt), 0)))
             self.asked.append(key)
-            return self.calls[key]
-        out = sample(step, prompt, n)
-        if not isinstance(out, Mapping) or not out:
-            raise ArgumentError(f"the sampler returned {type(out).__name__} for step {step}, prompt {prompt!r}; it must "
-                                "return {order_parameter: array of n scores}.")
-        scores = {}
-        for op, values in out.items():
-            arr = np.asarray(values, dtype=float).ravel()
-            if arr.size != n:
-                raise ArgumentError(f"the sampler returned {arr.size} scores of {op!r} for step {step}, prompt {prompt!r} "
-                                    f"when asked for {n}; return exactly n scores (NaN for a failed judgement).")
-            scores[str(op)] = [None if not np.isfinite(v) else float(v) for v in arr]
-        if ops is not None and not set(ops) <= set(scores):
-            raise ArgumentError(f"the sampler returned order parameters {sorted(scores)}; it must include {ops}.")
-        rec = {"round": rnd, "step": step, "prompt": prompt, "n": n, "scores": scores}
-        self.calls[key] = rec
-        self.asked.append(key)
+            counts[(step, prompt)] = counts.get((step, prompt), 0) + n
+        if not todo:
+            return
+        many = getattr(sample, "sample_many", None)
+        if not callable(many):  # one call per request, each recorded as soon as it returns
+            for r in todo:
+                cost0 = _cost(sample)
+                out = sample(r.step, r.prompt, r.n)
+                self._record(rnd, [r], [out], None if cost0 is None else _cost(sample) - cost0, ops)
+            return
+        cost0 = _cost(sample)
+        outs = list(many(todo))
+        if len(outs) != len(todo):
+            raise ArgumentError(f"sample_many returned {len(outs)} results for {len(todo)} requests; return one per request.")
+        self._record(rnd, todo, outs, None if cost0 is None else _cost(sample) - cost0, ops)
+
+    def _record(self, rnd: int, requests: list[Request], outs: list, cost: float | None, ops: list[str] | None) -> None:
+        """Check the sampler's answers and append them to the journal (flushed and fsynced); ``cost`` is shared evenly."""
+        lines = []
+        for r, out in zip(requests, outs):
+            rec = {"round": rnd, "step": r.step, "prompt": r.prompt, "n": r.n,
+                   "scores": _checked_scores(out, r.step, r.prompt, r.n, ops)}
+            if cost is not None:
+                rec["cost_usd"] = cost / len(requests)
+            self.calls[(rnd, r.step, r.prompt)] = rec
+            lines.append(json.dumps(rec) + "\n")
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec) + "\n")
+                fh.write("".join(lines))
                 fh.flush()
                 os.fsync(fh.fileno())
-        return rec
+
+    def cost_usd(self) -> float:
+        """Judge cost (US dollars) of this run's answers, as the sampler reported it (0 when it does not)."""
+        return float(sum(self.calls[k].get("cost_usd", 0.0) for k in self.asked))
 
     def table(self) -> pd.DataFrame:
         """This run's answers so far as the tidy table of :func:`phasebayes.from_dataframe`."""
@@ -109,6 +148,29 @@ class _Journal:
                           "score": np.nan if v is None else v} for i, v in enumerate(vals)]
             counter[(rec["step"], rec["prompt"])] = first + rec["n"]
         return pd.DataFrame(rows)
+
+
+def _cost(sample) -> float | None:
+    """The sampler's judge cost so far (``sample.cost_usd``, US dollars), or None when it does not report one."""
+    value = getattr(sample, "cost_usd", None)
+    return float(value() if callable(value) else value) if value is not None else None
+
+
+def _checked_scores(out, step: int, prompt: str, n: int, ops: list[str] | None) -> dict[str, list[float | None]]:
+    """The sampler's answer as JSON-ready lists, or a clear error when it is not ``{op: n scores}``."""
+    if not isinstance(out, Mapping) or not out:
+        raise ArgumentError(f"the sampler returned {type(out).__name__} for step {step}, prompt {prompt!r}; it must "
+                            "return {order_parameter: array of n scores}.")
+    scores = {}
+    for op, values in out.items():
+        arr = np.asarray(values, dtype=float).ravel()
+        if arr.size != n:
+            raise ArgumentError(f"the sampler returned {arr.size} scores of {op!r} for step {step}, prompt {prompt!r} "
+                                f"when asked for {n}; return exactly n scores (NaN for a failed judgement).")
+        scores[str(op)] = [None if not np.isfinite(v) else float(v) for v in arr]
+    if ops is not None and not set(ops) <= set(scores):
+        raise ArgumentError(f"the sampler returned order parameters {sorted(scores)}; it must include {ops}.")
+    return scores
 
 
 def _check(steps, prompts, budget, target_width, answers_per_prompt) -> tuple[np.ndarray, list[str]]:
@@ -199,6 +261,7 @@ def evaluate_adaptively(
     scales: Mapping[str, tuple[float, float] | None] | None = None,
     state_path: str | os.PathLike | None = None,
     max_seconds: float | None = None,
+    max_cost_usd: float | None = None,
     final_fit: bool = True,
     fit_kwargs: Mapping | None = None,
     progress: bool = True,
@@ -231,6 +294,10 @@ def evaluate_adaptively(
         A JSON-lines journal of every sampler call; rerunning with it resumes without asking twice.
     max_seconds
         A wall-time budget: no new round starts after this many seconds (the round in flight finishes).
+    max_cost_usd
+        A judge-cost budget in US dollars: no round starts whose expected cost (the mean cost per
+        answer so far × its answers) would take the total past it. Needs a sampler that reports its
+        spending as ``sample.cost_usd`` (e.g. :class:`phasebayes.CheckpointSampler` with a Claude judge).
     final_fit, fit_kwargs
         Fit the full :class:`~phasebayes.ChangePointModel` to the answers at the end (``fit_kwargs``:
         ``{"model": {...}, "fit": {...}}`` keyword arguments). With ``final_fit=False`` the result is
@@ -244,6 +311,9 @@ def evaluate_adaptively(
     each checkpoint was first asked) and the change-point result.
     """
     steps_arr, prompt_list = _check(steps, prompts, budget, target_width, answers_per_prompt)
+    if max_cost_usd is not None and (_cost(sample) is None or not max_cost_usd > 0):
+        raise ArgumentError("max_cost_usd needs a positive number of US dollars and a sampler that reports its judge cost "
+                            "as sample.cost_usd (e.g. phasebayes.CheckpointSampler); use budget (answers) otherwise.")
     m, P = int(answers_per_prompt), len(prompt_list)
     budget = int(budget) if budget is not None else max(len(steps_arr) * P * m // 3, P * m)
     first = np.unique(steps_arr[np.round(np.linspace(0, len(steps_arr) - 1, min(initial_checkpoints, len(steps_arr)))).astype(int)])
@@ -257,9 +327,7 @@ def evaluate_adaptively(
     bar = _progress(progress, budget)
     plan, reason, rnd = [(int(s), m) for s in first], {"why": "initial design: evenly spread checkpoints"}, 0
     while plan:
-        for step, n in plan:
-            for prompt in prompt_list:
-                journal.ask(sample, rnd, step, prompt, n, ops)
+        journal.ask_round(sample, rnd, [(step, prompt, n) for step, n in plan for prompt in prompt_list], ops)
         asked = sum(n for _, n in plan) * P
         used += asked
         bar.update(asked)
@@ -268,7 +336,7 @@ def evaluate_adaptively(
         fits = {op: working_posterior(grid, table, op) for op in ops}
         widths = {op: _hdi_width(fits[op].tau_draws) for op in ops}
         history.append({"round": rnd, "steps": [s for s, _ in plan], "answers_per_prompt": [n for _, n in plan],
-                        "answers_used": used, "width94": widths, **reason})
+                        "answers_used": used, "cost_usd": round(journal.cost_usd(), 6), "width94": widths, **reason})
         open_ops = [op for op in ops if target_width is None or widths[op] > target_width]
         if not open_ops:
             history[-1]["stop"] = "target width reached"
@@ -286,6 +354,12 @@ def evaluate_adaptively(
         plan, reason = _next_plan(grid, fits, open_ops, steps_arr, budget - used, P, m, checkpoints_per_round, seed + rnd)
         if not plan:
             history[-1]["stop"] = "budget spent"
+        elif max_cost_usd is not None:
+            spent = journal.cost_usd()
+            expected = spent / max(used, 1) * sum(n for _, n in plan) * P
+            if spent + expected > max_cost_usd:
+                history[-1]["stop"] = f"judge cost budget spent (US${spent:.4f} of {max_cost_usd:g}; the next round ~{expected:.4f})"
+                plan = []
         rnd += 1
     bar.close()
     table = journal.table()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config_sections import JUDGE_KINDS, REPO_DATA_DIR, RunConfig, _is_rubric_path
+from .config_sections import ADAPTIVE_KEYS, GENERATE_STRATEGIES, JUDGE_KINDS, REPO_DATA_DIR, RunConfig, _is_rubric_path
 from .errors import ConfigError
 
 __all__ = ["validate_config", "rubric_paths"]
@@ -122,6 +122,7 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
     g = cfg.generate
     if g.n_prompts < 0:
         raise ConfigError(f"{src}: [generate].n_prompts must be >= 0 (0 = all), got {g.n_prompts}.")
+    _check_adaptive(cfg)
     if cfg.run.dataset is None:
         # Value checks of the LLM configs themselves (their own validate()).
         from .llm.finetune import TrainConfig
@@ -146,6 +147,30 @@ def validate_config(cfg: RunConfig, *, check_files: bool = True) -> None:
         if cfg.run.weight_checkpoints:
             cfg.resolve(cfg.run.weight_checkpoints, key="[run].weight_checkpoints")
     _check_inputs(cfg)
+
+
+def _check_adaptive(cfg: RunConfig) -> None:
+    """``[generate] strategy`` and ``[generate.adaptive]``: keys and types from :func:`phasebayes.evaluate_adaptively`."""
+    import typing
+
+    from .adaptive import evaluate_adaptively
+    from .config_parse import _check_type, _unknown
+
+    src, g = cfg.source, cfg.generate
+    _choice(src, "[generate].strategy", g.strategy or "grid", GENERATE_STRATEGIES)
+    if (g.strategy or "grid") == "adaptive" and (cfg.run.dataset is not None or cfg.scale is not None):
+        raise ConfigError(f"{src}: [generate].strategy = 'adaptive' generates from checkpoints in this process; it cannot "
+                          "be combined with [run].dataset or [scale]; remove those, or use strategy = 'grid'.")
+    if g.adaptive is None:
+        return
+    if (g.strategy or "grid") != "adaptive":
+        raise ConfigError(f'{src}: [generate.adaptive] is set but [generate].strategy is {g.strategy or "grid"!r}; '
+                          'add strategy = "adaptive" or remove the table.')
+    hints = typing.get_type_hints(evaluate_adaptively)
+    for key, value in g.adaptive.items():
+        if key not in ADAPTIVE_KEYS:
+            raise _unknown(src, "[generate.adaptive]", key, list(ADAPTIVE_KEYS))
+        g.adaptive[key] = _check_type(src, "[generate.adaptive]", key, value, hints[key])
 
 
 def _check_inputs(cfg: RunConfig) -> None:

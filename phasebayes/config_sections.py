@@ -71,12 +71,25 @@ class GenerateSection:
     """``[generate]``: the prompt set and sampling settings (keys of :class:`phasebayes.llm.GenerateConfig`).
 
     ``prompts`` — prompt-set JSONL (``id``, ``text``, optional ``category``); ``n_prompts`` — use
-    the first n, round-robin over categories (0 = all).
+    the first n, round-robin over categories (0 = all); ``strategy`` — ``"grid"`` (default: every
+    checkpoint × every prompt × ``n_samples``, with log-probabilities) or ``"adaptive"`` (answers
+    generated and judged where they narrow τ most, :func:`phasebayes.evaluate_adaptively`;
+    ``docs/adaptive.md``); ``adaptive`` — that loop's settings (:data:`ADAPTIVE_KEYS`: ``budget``
+    judged answers, ``target_width`` steps, ``order_parameters``, ``max_cost_usd``, ``max_seconds``,
+    ``answers_per_prompt``, ``checkpoints_per_round``, ``initial_checkpoints``).
     """
 
     prompts: str = "data/prompts/eval.jsonl"
     n_prompts: int = 0
+    strategy: str | None = None
+    adaptive: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+
+ADAPTIVE_KEYS = ("budget", "target_width", "order_parameters", "max_cost_usd", "max_seconds", "answers_per_prompt",
+                 "checkpoints_per_round", "initial_checkpoints")
+"""Keys of ``[generate.adaptive]``: keyword arguments of :func:`phasebayes.evaluate_adaptively`."""
+GENERATE_STRATEGIES = ("grid", "adaptive")
 
 
 @dataclass

@@ -229,11 +229,9 @@ class Pipeline:
             return []
         from .monitor import TransitionMonitor, judged_probe
 
-        c = self.config
-        cache = c.resolve(c.judge.cache, must_exist=False) if c.judge.cache else self.out / "judge_cache.sqlite"
         prompts = [p["text"] for p in self.select_prompts()[: lv.prompts]]
-        probe = judged_probe(prompts, self.judges(), n_answers=lv.answers, max_new_tokens=lv.max_new_tokens, cache=cache,
-                             seed=c.run.seed)
+        probe = judged_probe(prompts, self.judges(), n_answers=lv.answers, max_new_tokens=lv.max_new_tokens,
+                             cache=self._judge_cache(), seed=self.config.run.seed)
         self.log(f"live: probing {len(prompts)} prompts x {lv.answers} answers at every checkpoint -> {self.out / 'live.html'}")
         return [TransitionMonitor(probe, self.out, stop_when=lv.stop_when, action=lv.action, log=self.log)]
 
@@ -268,17 +266,22 @@ class Pipeline:
         opts = dict(c.generate.options)
         opts.setdefault("seed", c.run.seed)
         opts["show_progress"] = not c.run.quiet
-        prompts = self.select_prompts()
+        prompts, cfg, force = self.select_prompts(), GenerateConfig(**opts), "generate" in self.force
         t0 = time.perf_counter()
-        self.log(f"generate: {len(prompts)} prompts x {opts.get('n_samples', 4)} samples per checkpoint, with log-probabilities")
         with _cli_hint("generate"):  # samples made with other settings are discarded only with --force generate
-            scale = None
-            if c.scale is not None:  # the same shards, written by Ray actors
+            if (c.generate.strategy or "grid") == "adaptive":  # docs/adaptive.md
+                from .adaptive_sampler import generate_adaptively
+
+                ds = generate_adaptively(self.checkpoints_dir, prompts, self.judges(), self.out / "generate", cfg,
+                                         c.generate.adaptive, base_model=self.base_model, cache=self._judge_cache(),
+                                         seed=c.run.seed, overwrite=force, progress=not c.run.quiet, log=self.log)
+            else:
                 from .llm.scale import ScaleConfig
 
-                scale = ScaleConfig(**c.scale.options)
-            ds = generate(self.checkpoints_dir, prompts, self.out / "generate", GenerateConfig(**opts),
-                          base_model=self.base_model, overwrite="generate" in self.force, scale=scale)
+                self.log(f"generate: {len(prompts)} prompts x {cfg.n_samples} samples per checkpoint, with log-probabilities")
+                scale = ScaleConfig(**c.scale.options) if c.scale is not None else None  # the same shards, by Ray actors
+                ds = generate(self.checkpoints_dir, prompts, self.out / "generate", cfg, base_model=self.base_model,
+                              overwrite=force, scale=scale)
         if ds is not None and "weight_step" not in ds.dims and ds.attrs.get("checkpoint_kind") == "lora":
             from .dataset import save_run
             from .readers.weights import lora_weight_signals
@@ -289,6 +292,11 @@ class Pipeline:
         self.timings["generate"] = time.perf_counter() - t0
         self.log(f"generate: {self.generate_path} in {self.timings['generate']:.0f} s")
         self._mark("generate", key, self.timings["generate"])
+
+    def _judge_cache(self) -> Path:
+        """The judge cache: ``[judge].cache`` or ``<run>/judge_cache.sqlite``."""
+        c = self.config
+        return c.resolve(c.judge.cache, must_exist=False) if c.judge.cache else self.out / "judge_cache.sqlite"
 
     def judges(self) -> list[tuple[Any, list[Any] | None]]:
         """The configured ``(judge, rubrics)`` pairs (rubrics None = the judge's own); see :mod:`phasebayes.judge.factory`."""
@@ -331,7 +339,7 @@ class Pipeline:
             if not self.generate_path.exists():
                 raise RunDataError(f"judge: no generated responses at {self.generate_path}; run the generate stage first.")
             ds = open_run(self.generate_path, require_scores=False)
-        cache = c.resolve(c.judge.cache, must_exist=False) if c.judge.cache else self.out / "judge_cache.sqlite"
+        cache = self._judge_cache()
         for judge, rubrics in self.judges():
             names = [r.name for r in (rubrics or judge.rubrics() or [])]
             self.log(f"judge: {judge.model_name} -> {', '.join(names)}")

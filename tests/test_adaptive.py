@@ -195,3 +195,46 @@ def test_stops_at_the_floor_that_the_prompts_spread_sets():
     history = json.loads(ds.attrs["adaptive_design"])
     assert history[-1]["stop"].startswith("target width below the floor")
     assert ds.attrs["adaptive_answers"] < 2000
+
+
+class PricedBatchSimulator(Simulator):
+    """A sampler with ``sample_many`` (one call per round) that reports a judge cost of 1 cent per answer."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.rounds: list[list] = []
+        self.cost_usd = 0.0
+
+    def sample_many(self, requests):
+        self.rounds.append(list(requests))
+        out = [super(PricedBatchSimulator, self).__call__(r.step, r.prompt, r.n) for r in requests]
+        self.cost_usd += 0.01 * sum(r.n for r in requests)
+        return out
+
+
+def test_a_batch_sampler_gets_whole_rounds_and_the_same_answers():
+    """``sample_many`` receives each round at once (with the index of each request's first answer) and the
+    loop's answers, design and posterior equal those of the one-call-at-a-time sampler with the same stream."""
+    plain, batched = Simulator({"x": 250.0}, seed=5), PricedBatchSimulator({"x": 250.0}, seed=5)
+    ds_a, res_a = pb.evaluate_adaptively(plain, STEPS, PROMPTS, budget=240, final_fit=False, progress=False)
+    ds_b, res_b = pb.evaluate_adaptively(batched, STEPS, PROMPTS, budget=240, final_fit=False, progress=False)
+    np.testing.assert_array_equal(ds_a["score"].values, ds_b["score"].values)
+    assert len(batched.rounds) == len(res_b.history) and [len(r) for r in batched.rounds][0] == 5 * len(PROMPTS)
+    seen: dict = {}
+    for rnd in batched.rounds:  # first = answers of that (step, prompt) asked before
+        for r in rnd:
+            assert r.first == seen.get((r.step, r.prompt), 0)
+            seen[(r.step, r.prompt)] = r.first + r.n
+
+
+def test_judge_cost_budget_stops_before_it_is_exceeded(tmp_path):
+    sim = PricedBatchSimulator({"x": 250.0}, seed=2)
+    ds, res = pb.evaluate_adaptively(sim, STEPS, PROMPTS, budget=2000, max_cost_usd=2.5, final_fit=False,
+                                     progress=False, state_path=tmp_path / "j.jsonl")
+    assert sim.cost_usd <= 2.5 and sim.cost_usd > 2.5 - 0.01 * 2 * 4 * len(PROMPTS)  # next round would pass it
+    assert "judge cost budget spent" in res.history[-1]["stop"]
+    assert res.history[-1]["cost_usd"] == pytest.approx(sim.cost_usd)
+    journal = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert sum(r["cost_usd"] for r in journal) == pytest.approx(sim.cost_usd)
+    with pytest.raises(ArgumentError, match="reports its judge cost"):
+        pb.evaluate_adaptively(Simulator({"x": 250.0}), STEPS, PROMPTS, max_cost_usd=1.0, progress=False)

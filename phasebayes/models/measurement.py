@@ -240,6 +240,7 @@ def simulate_judged_run(
     answer_concentration: float = 200.0,
     judge_concentration: float = 30.0,
     rater_sd: float = 5.0,
+    score_decimals: int | None = 1,
     seed: int = 0,
 ):
     """A run judged by a deliberately biased, noisy judge, with human ratings of a subset and the truth.
@@ -250,6 +251,7 @@ def simulate_judged_run(
     ``j ~ Beta(g(h) · φ, (1 − g(h)) · φ)`` with ``g`` the ``link`` calibration (offset, slope drawn from
     the given ranges; ``φ = judge_concentration``); a person rates ``n_rated`` answers (spread evenly
     over steps, random prompts and samples) as ``h`` + Normal(0, ``rater_sd``), clipped to 0–100.
+    Judge scores are rounded to ``score_decimals`` decimals on the 0–100 scale (None: not rounded).
 
     Returns ``(ds, ratings, truth)``: the run dataset (judge scores), a ratings table for
     :class:`JudgeMeasurement` and a DataFrame per order parameter with the human-scale ``tau``,
@@ -285,7 +287,8 @@ def simulate_judged_run(
         for t in range(n_steps):
             for p in range(n_prompts):
                 for s in range(n_samples):
-                    rows.append((int(steps[t]), f"p{p}", s, op, round(100 * float(j[t, p, s]), 1)))
+                    score = 100 * float(j[t, p, s])
+                    rows.append((int(steps[t]), f"p{p}", s, op, score if score_decimals is None else round(score, score_decimals)))
         per_step = np.bincount(np.arange(n_rated) % n_steps, minlength=n_steps)
         for t in range(n_steps):
             cells = rng.choice(n_prompts * n_samples, size=min(per_step[t], n_prompts * n_samples), replace=False)
