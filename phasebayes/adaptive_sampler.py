@@ -158,12 +158,11 @@ class CheckpointSampler:
 
     def _generate(self, step: int, prompts: list[str], n: int, first: int) -> None:
         """Sample ``n`` answers of each prompt at ``step`` (seeded by ``first``); record them at once."""
-        from .llm.chat_data import prompt_token_ids
         from .llm.sampling import _NoBar, _sample_checkpoint
 
         tok, eos_ids, switcher = self._load()
         model = switcher.activate(step)
-        p_ids = [prompt_token_ids(tok, self.prompts[p]["text"], system_prompt=self.cfg.system_prompt) for p in prompts]
+        p_ids = [self._prompt_ids(tok, p) for p in prompts]
         # a new seed for every further batch of answers at this checkpoint, the same one on a rerun
         seed = int(np.random.SeedSequence([int(self.cfg.seed), int(first)]).generate_state(1)[0])
         cfg = dataclasses.replace(self.cfg, n_samples=int(n), seed=seed)
@@ -171,7 +170,7 @@ class CheckpointSampler:
         lines = []
         for i, p in enumerate(prompts):
             entry = {"step": step, "prompt": p, "first": first, "text": rec["text"][i], "n_tokens": rec["n_tokens"][i],
-                     "stop_reason": rec["stop_reason"][i]}
+                     "stop_reason": rec["stop_reason"][i], "token_ids": rec["token_ids"][i]}
             self.answers[(step, p, first)] = entry
             lines.append(json.dumps(entry) + "\n")
         if self.answers_path is not None:
@@ -181,20 +180,70 @@ class CheckpointSampler:
                 fh.flush()
                 os.fsync(fh.fileno())
 
-    # ------------------------------------------------------------------ the run dataset
-    def dataset(self, asked: Sequence[tuple[int, str, int]] | None = None, attrs: dict | None = None) -> xr.Dataset:
-        """The generate-stage run dataset of the answers: ``response``, ``n_tokens`` (NaN where never
-        asked), ``stop_reason`` over (step, prompt, sample) for the asked steps, ``prompt_text`` and,
-        when the checkpoint folder has one, the training log.
+    # ------------------------------------------------------------------ log-probabilities
+    def log_probs(self, keys: Sequence[tuple[int, str, int]], folder: str | os.PathLike | None = None,
+                  progress: bool = False) -> np.ndarray:
+        """``logp`` (step, prompt, sample, ref_step) of the answers ``keys`` (nats, at the sampling
+        temperature) under the asked checkpoints within ``logp_window`` positions of their own, in the
+        layout of :meth:`dataset`; NaN elsewhere. With ``folder`` each reference checkpoint's slab is saved
+        (``ref-{step}.npz``, atomically, keyed by the answers it covers) and reused on a rerun."""
+        import hashlib
 
-        ``asked``: the (step, prompt, first) answer batches to include (default: every recorded one).
-        """
-        keys = sorted(self.answers) if asked is None else [(int(s), str(p), int(f)) for s, p, f in asked]
+        from tqdm.auto import tqdm
+
+        from .llm.logprob import token_logprobs
+        from .llm.sampling import _save_npz
+
+        steps, prompts, width = self._layout(keys)
+        K = len(steps) if self.cfg.logp_window is None else int(self.cfg.logp_window)
+        out = np.full((len(steps), len(prompts), width, len(steps)), np.nan)
+        for r, ref in enumerate(tqdm(steps, desc="logp", unit="checkpoint", disable=not progress)):
+            near = [k for k in keys if abs(steps.index(k[0]) - r) <= K]
+            tag = hashlib.sha256(json.dumps(sorted(near)).encode()).hexdigest()[:16]
+            path = Path(folder) / f"ref-{ref}.npz" if folder is not None else None
+            if path is not None and path.exists():
+                with np.load(path) as z:
+                    if str(z["tag"]) == tag:
+                        out[..., r] = z["logp"]
+                        continue
+            tok, _, switcher = self._load()
+            model = switcher.activate(ref)
+            p_ids = {p: self._prompt_ids(tok, p) for p in prompts}
+            flat = [(k, n) for k in near for n in range(len(self.answers[k]["token_ids"]))]
+            per_token = token_logprobs(model, [p_ids[k[1]] for k, _ in flat], [self.answers[k]["token_ids"][n] for k, n in flat],
+                                       temperature=self.cfg.temperature, pad_token_id=int(tok.pad_token_id),
+                                       batch_size=self.cfg.logp_batch_size, max_batch_tokens=self.cfg.max_batch_tokens)
+            for (k, n), t in zip(flat, per_token):
+                out[steps.index(k[0]), prompts.index(k[1]), k[2] + n, r] = float(t.sum())
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _save_npz(path, logp=out[..., r], tag=np.array(tag))
+        return out
+
+    def _prompt_ids(self, tok: Any, prompt: str) -> list[int]:
+        from .llm.chat_data import prompt_token_ids
+
+        return prompt_token_ids(tok, self.prompts[prompt]["text"], system_prompt=self.cfg.system_prompt)
+
+    # ------------------------------------------------------------------ the run dataset
+    def _layout(self, keys: Sequence[tuple[int, str, int]]) -> tuple[list[int], list[str], int]:
+        """Steps, prompts and the sample-axis length of the dataset holding the answers ``keys``."""
         if not keys:
             raise RunDataError("no answers were generated yet; run the adaptive evaluation first.")
         steps = sorted({k[0] for k in keys})
         prompts = [p for p in self.prompts if any(k[1] == p for k in keys)]
-        width = max(k[2] + len(self.answers[k]["text"]) for k in keys)
+        return steps, prompts, max(k[2] + len(self.answers[k]["text"]) for k in keys)
+
+    def dataset(self, asked: Sequence[tuple[int, str, int]] | None = None, attrs: dict | None = None,
+                logp: np.ndarray | None = None) -> xr.Dataset:
+        """The generate-stage run dataset of the answers: ``response``, ``n_tokens`` (NaN where never
+        asked), ``stop_reason`` over (step, prompt, sample) for the asked steps, ``prompt_text``,
+        ``logp`` when given (:meth:`log_probs`) and, when the checkpoint folder has one, the training log.
+
+        ``asked``: the (step, prompt, first) answer batches to include (default: every recorded one).
+        """
+        keys = sorted(self.answers) if asked is None else [(int(s), str(p), int(f)) for s, p, f in asked]
+        steps, prompts, width = self._layout(keys)
         shape = (len(steps), len(prompts), width)
         response, stop = np.full(shape, None, dtype=object), np.full(shape, "", dtype=object)
         n_tok = np.full(shape, np.nan)
@@ -210,6 +259,10 @@ class CheckpointSampler:
                     "prompt_text": ("prompt", np.array([self.prompts[p]["text"] for p in prompts], dtype=object)),
                     "sample": np.arange(width, dtype=np.int64)})
         ds["n_tokens"].attrs["description"] = "response length in tokens, without the final EOS token; NaN = not asked"
+        if logp is not None:
+            ds["logp"] = xr.DataArray(logp, dims=("step", "prompt", "sample", "ref_step"), coords={"ref_step": ds["step"].values},
+                                      attrs={"units": "nats", "description": "log P(response | prompt, checkpoint ref_step) at "
+                                             "the sampling temperature; NaN = not computed or not asked"})
         log = self.checkpoint_dir / "train_log.jsonl" if self.checkpoint_dir is not None else None
         if log is not None and log.exists():
             from .readers.training_logs import TrainingLog, read_training_log, training_log_variables
@@ -276,7 +329,8 @@ def generate_adaptively(checkpoints: str | os.PathLike, prompts: Sequence[dict[s
                         cache: Any = None, seed: int = 0, overwrite: bool = False, progress: bool = True,
                         log: Any = print) -> xr.Dataset:
     """The generate stage with ``strategy = "adaptive"``: run :func:`~phasebayes.evaluate_adaptively` with a
-    :class:`CheckpointSampler`, save the answers it asked as ``output_dir/run.nc`` (no log-probabilities)
+    :class:`CheckpointSampler`, save the answers it asked, with their log-probabilities under the asked
+    checkpoints within ``logp_window`` positions (unless ``config.logp`` is off), as ``output_dir/run.nc``
     and return that dataset. ``settings``: the ``[generate.adaptive]`` keys. Resumable: the journal
     (``adaptive_journal.jsonl``) and the answers (``adaptive_answers.jsonl``) in ``output_dir`` are read
     back; they are discarded only with ``overwrite`` when the generation or judge settings changed.
@@ -302,23 +356,67 @@ def generate_adaptively(checkpoints: str | os.PathLike, prompts: Sequence[dict[s
                               "another output folder or overwrite=True (--force generate) to discard them.")
         for name in ("adaptive_journal.jsonl", "adaptive_answers.jsonl", "run.nc"):
             (out / name).unlink(missing_ok=True)
+        for old in (out / "adaptive_logp").glob("ref-*.npz"):
+            old.unlink()
     atomic_write_text(man, fingerprint, overwrite=True)
     sampler = CheckpointSampler(checkpoints, prompts, judges, config, **sampler_kw)
     kw = dict(settings or {})
+    extra = int(kw.pop("decomposition_answers", 0))
     log(f"generate: adaptive evaluation over {len(sampler.steps)} checkpoints x {len(prompts)} prompts "
         f"(budget {kw.get('budget', 'a third of the grid')} answers, target 94 % width of tau "
         f"{kw.get('target_width', 'none')} steps)")
-    loop_ds, res = evaluate_adaptively(sampler, sampler.steps, list(sampler.prompts), seed=seed, scales=sampler.scales,
-                                       state_path=out / "adaptive_journal.jsonl", final_fit=False, progress=progress, **kw)
+    loop_ds, _ = evaluate_adaptively(sampler, sampler.steps, list(sampler.prompts), seed=seed, scales=sampler.scales,
+                                     state_path=out / "adaptive_journal.jsonl", final_fit=False, progress=progress, **kw)
     history = json.loads(loop_ds.attrs["adaptive_design"])
-    ds = sampler.dataset(asked_batches(history, list(sampler.prompts)),
-                         attrs={"adaptive_design": loop_ds.attrs["adaptive_design"],
-                                "adaptive_answers": loop_ds.attrs["adaptive_answers"],
-                                "adaptive_cost_usd": round(sampler.cost_usd, 6)})
+    last, cost0 = history[-1], sampler.cost_usd
+    asked = asked_batches(history, list(sampler.prompts))
+    if extra and config.logp:
+        n = int(kw.get("answers_per_prompt", 4))
+        history += add_where_total_change_peaks(sampler, asked, extra, n, out / "adaptive_logp", len(history))
+    logp = sampler.log_probs(asked, out / "adaptive_logp", progress=progress) if config.logp else None
+    # cost: the loop's journal (earlier runs included) plus the decomposition rounds' fresh judgements
+    ds = sampler.dataset(asked, logp=logp,
+                         attrs={"adaptive_design": json.dumps(history),
+                                "adaptive_answers": sum(len(sampler.answers[k]["text"]) for k in asked),
+                                "adaptive_cost_usd": round(last["cost_usd"] + sampler.cost_usd - cost0, 6)})
     ds["design_round"] = loop_ds["design_round"].reindex(step=ds["step"].values, fill_value=-1)
-    widths = history[-1]["width94"]
-    log(f"generate: adaptive design asked {loop_ds.attrs['adaptive_answers']} answers at {ds.sizes['step']} of "
-        f"{len(sampler.steps)} checkpoints in {len(history)} rounds; stop: {history[-1].get('stop', 'budget spent')}; "
-        "94 % width of tau (grid posterior, steps): " + ", ".join(f"{k} {v:.0f}" for k, v in widths.items()))
+    log(f"generate: adaptive design asked {ds.attrs['adaptive_answers']} answers at {ds.sizes['step']} of "
+        f"{len(sampler.steps)} checkpoints in {len(history)} rounds ({len(history) - 1 - last['round']} for the "
+        f"decomposition); stop: {last.get('stop', 'budget spent')}; 94 % width of tau (grid posterior, steps): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in last["width94"].items()))
     save_run(ds, out / "run.nc", overwrite=True, require_scores=False)
     return ds
+
+
+def add_where_total_change_peaks(sampler: CheckpointSampler, asked: list[tuple[int, str, int]], answers: int, n: int,
+                                 folder: str | os.PathLike | None = None, first_round: int = 0) -> list[dict]:
+    """Spend ``answers`` more judged answers where the total output change peaks (for the decomposition).
+
+    Each round estimates the total change between consecutive asked checkpoints (exact-likelihood
+    estimator, window 1, :func:`phasebayes.dissimilarity`) and asks ``n`` answers per prompt at the two
+    checkpoints around the boundary with the largest upper bound ``d + 2 se`` (so that a boundary whose
+    change may be the largest is not passed over on one noisy estimate). The fractions of the
+    decomposition are ratios of sums over boundaries in which the largest changes weigh most, so that is
+    where more answers narrow them most. ``asked`` is extended in place; returns the rounds' history.
+    """
+    from .stats.dissimilarity import dissimilarity
+
+    prompts, history = list(sampler.prompts), []
+    while answers >= 2 * len(prompts) * n:
+        ds = sampler.dataset(asked, logp=sampler.log_probs(asked, folder))
+        d = dissimilarity(ds, window=1, total="likelihood", on_missing="drop", order_parameters=[])
+        upper = np.nan_to_num(d.data["d_total"].values + 2 * d.data["d_total_se"].values, nan=-np.inf)
+        b = int(np.argmax(upper))
+        pair = [int(ds["step"].values[b]), int(ds["step"].values[b + 1])]
+        counts: dict[tuple[int, str], int] = {}
+        for s, p, f in asked:
+            counts[(s, p)] = max(counts.get((s, p), 0), f + len(sampler.answers[(s, p, f)]["text"]))
+        requests = [Request(s, p, n, counts.get((s, p), 0)) for s in pair for p in prompts]
+        sampler.sample_many(requests)
+        asked += [(r.step, r.prompt, r.first) for r in requests]
+        answers -= len(requests) * n
+        history.append({"round": first_round + len(history), "steps": pair, "answers_per_prompt": [n, n],
+                        "why": "decomposition: largest upper bound (d + 2 se) of the total change between checkpoints",
+                        "total_change": {f"{ds['step'].values[i]}-{ds['step'].values[i + 1]}": round(float(v), 5)
+                                         for i, v in enumerate(d.data["d_total"].values)}})
+    return history

@@ -166,7 +166,7 @@ def _check_adaptive(cfg: RunConfig) -> None:
     if (g.strategy or "grid") != "adaptive":
         raise ConfigError(f'{src}: [generate.adaptive] is set but [generate].strategy is {g.strategy or "grid"!r}; '
                           'add strategy = "adaptive" or remove the table.')
-    hints = typing.get_type_hints(evaluate_adaptively)
+    hints = {**typing.get_type_hints(evaluate_adaptively), "decomposition_answers": int}
     for key, value in g.adaptive.items():
         if key not in ADAPTIVE_KEYS:
             raise _unknown(src, "[generate.adaptive]", key, list(ADAPTIVE_KEYS))

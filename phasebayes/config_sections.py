@@ -76,7 +76,7 @@ class GenerateSection:
     generated and judged where they narrow τ most, :func:`phasebayes.evaluate_adaptively`;
     ``docs/adaptive.md``); ``adaptive`` — that loop's settings (:data:`ADAPTIVE_KEYS`: ``budget``
     judged answers, ``target_width`` steps, ``order_parameters``, ``max_cost_usd``, ``max_seconds``,
-    ``answers_per_prompt``, ``checkpoints_per_round``, ``initial_checkpoints``).
+    ``answers_per_prompt``, ``checkpoints_per_round``, ``initial_checkpoints``, ``decomposition_answers``).
     """
 
     prompts: str = "data/prompts/eval.jsonl"
@@ -87,8 +87,9 @@ class GenerateSection:
 
 
 ADAPTIVE_KEYS = ("budget", "target_width", "order_parameters", "max_cost_usd", "max_seconds", "answers_per_prompt",
-                 "checkpoints_per_round", "initial_checkpoints")
-"""Keys of ``[generate.adaptive]``: keyword arguments of :func:`phasebayes.evaluate_adaptively`."""
+                 "checkpoints_per_round", "initial_checkpoints", "decomposition_answers")
+"""Keys of ``[generate.adaptive]``: keyword arguments of :func:`phasebayes.evaluate_adaptively`, plus
+``decomposition_answers`` (answers added where the total change peaks, after the τ loop; default 0)."""
 GENERATE_STRATEGIES = ("grid", "adaptive")
 
 

@@ -35,6 +35,7 @@ budget = {budget}
 answers_per_prompt = 2
 initial_checkpoints = 3
 checkpoints_per_round = 1
+decomposition_answers = 12
 [judge]
 judges = ["phrase", "metric"]
 phrases = {{ bold_phrase = "{PHRASE}" }}
@@ -61,7 +62,11 @@ def test_adaptive_strategy_runs_the_pipeline_end_to_end(adaptive_run):
     asked = sorted({s for h in history for s in h["steps"]})
     assert set(gen["step"].values.tolist()) == set(asked)
     assert history[0]["steps"] == [0, 8, 16] and set(asked) <= {0, 4, 8, 12, 16}
-    assert int(gen.attrs["adaptive_answers"]) <= 48  # never past the budget
+    assert int(gen.attrs["adaptive_answers"]) <= 48 + 12  # never past the budgets (tau loop + decomposition)
+    decomposition = [h for h in history if h["why"].startswith("decomposition")]
+    assert len(decomposition) == 1 and decomposition[0]["round"] == history[-2]["round"] + 1
+    pair = decomposition[0]["steps"]
+    assert pair[0] in asked and pair[1] in asked and not any(pair[0] < s < pair[1] for s in asked)
     # every asked answer is in the dataset; cells never asked are missing
     n_answers = sum(len(h["steps"]) * n for h in history for n in h["answers_per_prompt"][:1]) * 3
     assert int((gen["response"].values != None).sum()) == n_answers  # noqa: E711 (object array)
@@ -73,6 +78,12 @@ def test_adaptive_strategy_runs_the_pipeline_end_to_end(adaptive_run):
             got = judged["score"].sel(order_parameter=op, step=rec["step"], prompt=rec["prompt"]).values
             want = np.array(rec["scores"][op], dtype=float)
             assert any(np.allclose(got[i:i + len(want)], want, equal_nan=True) for i in range(len(got) - len(want) + 1))
+    # log-probabilities of every asked answer under the asked checkpoints within logp_window = 2 positions
+    lp, asked_cells = gen["logp"].values, gen["response"].notnull().values
+    S = gen.sizes["step"]
+    near = np.abs(np.arange(S)[:, None] - np.arange(S)[None, :]) <= 2  # (step, ref_step)
+    assert np.isfinite(lp[asked_cells]).sum() == (asked_cells.sum(axis=(1, 2)) * near.sum(1)).sum()
+    assert np.isnan(lp[~asked_cells]).all() and (lp[np.isfinite(lp)] < 0).all()
     assert (run / "report" / "report.html").exists() and (run / "summary.txt").exists()
     assert "adaptive design asked" in log
 
@@ -130,3 +141,50 @@ def test_adaptive_config_is_checked(tmp_path):
     assert cfg.generate.adaptive == {"target_width": 3.0}
     # the grid default leaves existing run folders' stage hashes as they were
     assert "strategy" not in config_from_dict(base, check_files=False).to_dict()["generate"]
+
+
+class _PhaseSampler:
+    """A stand-in for CheckpointSampler with known log-probabilities: two phases (before/after step 45); an
+    answer's log-probability is 0 under a checkpoint of its own phase and −8 under the other (so the total
+    change peaks at the boundary between steps 40 and 50), plus noise."""
+
+    def __init__(self, steps, prompts):
+        self.prompts = {p: {"id": p, "text": p} for p in prompts}
+        self.steps, self.answers, self.rng = list(steps), {}, np.random.default_rng(0)
+
+    def sample_many(self, requests):
+        for r in requests:
+            self.answers[(r.step, r.prompt, r.first)] = {"text": ["x"] * r.n}
+        return [{"op": np.zeros(r.n)} for r in requests]
+
+    def log_probs(self, keys, folder=None):
+        steps = sorted({k[0] for k in keys})
+        width = max(k[2] + len(self.answers[k]["text"]) for k in keys)
+        phase = np.array(steps) > 45
+        lp = np.full((len(steps), len(self.prompts), width, len(steps)), np.nan)
+        for s, p, f in keys:
+            i, j, n = steps.index(s), list(self.prompts).index(p), len(self.answers[(s, p, f)]["text"])
+            lp[i, j, f:f + n, :] = np.where(phase[i] == phase, 0.0, -8.0) + self.rng.normal(0, 0.3, (n, len(steps)))
+        return lp
+
+    def dataset(self, keys, logp=None):
+        import xarray as xr
+
+        steps = sorted({k[0] for k in keys})
+        return xr.Dataset({"logp": (("step", "prompt", "sample", "ref_step"), logp)},
+                          coords={"step": steps, "ref_step": steps, "prompt": list(self.prompts),
+                                  "sample": np.arange(logp.shape[2])})
+
+
+def test_decomposition_answers_go_where_the_total_change_peaks():
+    from phasebayes.adaptive_sampler import add_where_total_change_peaks
+
+    steps, prompts = [0, 20, 40, 50, 70, 90], ["a", "b", "c"]
+    sampler = _PhaseSampler(steps, prompts)
+    asked = [(s, p, 0) for s in steps for p in prompts]
+    sampler.sample_many([type("R", (), {"step": s, "prompt": p, "first": 0, "n": 2})() for s, p, _ in asked])
+    history = add_where_total_change_peaks(sampler, asked, answers=3 * 2 * 2 * 2, n=2, first_round=4)
+    assert [h["steps"] for h in history] == [[40, 50], [40, 50]] and [h["round"] for h in history] == [4, 5]
+    assert len(asked) == 6 * 3 + 2 * 2 * 3 and (40, "a", 4) in asked  # the second round's answers follow the first's
+    change = history[0]["total_change"]
+    assert max(change, key=change.get) == "40-50" and change["40-50"] > 0.5 > abs(change["0-20"])
