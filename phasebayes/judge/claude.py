@@ -10,8 +10,11 @@
   the judge (``stop_reason == "refusal"``) become status ``refusal``.
 * ``replicates=k`` asks k times per response (independent draws), giving a score distribution.
 * The rubric instructions are the system prompt, marked ``cache_control: ephemeral`` so the API can
-  serve the repeated prefix from its prompt cache (the API ignores the marker for prefixes shorter
-  than the model's minimum cacheable length; nothing breaks).
+  serve the repeated prefix from its prompt cache. The API ignores the marker for prefixes shorter
+  than the model's minimum cacheable length (:data:`MIN_CACHEABLE_TOKENS`); a judge run warns once per
+  rubric when its prefix is estimated to be shorter (:func:`cache_note`) and says how to lengthen it
+  (calibrated ``[[examples]]`` in the rubric). Cache reads show in the judge usage
+  (``cache_read_input_tokens``, :mod:`phasebayes.judge.usage`).
 * ``mode="batch"`` uses the Message Batches API (:mod:`phasebayes.judge.batches`): half price, batch
   ids persisted in the judgement cache so an interrupted job resumes instead of resubmitting.
 * The API key is read from ``ANTHROPIC_API_KEY`` when a client is made, and is kept nowhere else.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,10 +34,35 @@ from .base import Judge, Judgement, JudgeItem, parse_answer
 from .rubric import Rubric, delimit
 from .usage import add_usage, message_usage
 
-__all__ = ["ClaudeJudge", "DEFAULT_CLAUDE_MODEL", "PROMPT_FORMAT"]
+__all__ = ["ClaudeJudge", "DEFAULT_CLAUDE_MODEL", "PROMPT_FORMAT", "MIN_CACHEABLE_TOKENS", "cache_note"]
 
 DEFAULT_CLAUDE_MODEL = "claude-haiku-4-5"
 """Default judge model: a current low-cost Claude model id (override with ``model=``)."""
+
+MIN_CACHEABLE_TOKENS: dict[str, int] = {
+    # model id prefix: minimum prompt-prefix length (tokens) the API caches, as published by Anthropic
+    "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096, "claude-3-5-haiku": 2048, "claude-3-haiku": 2048,
+    "claude-sonnet-4": 1024, "claude-3-7-sonnet": 1024, "claude-opus-4": 1024,
+}
+CHARS_PER_TOKEN = 3.5
+"""Estimate of characters per Claude token for English prose: the tokenizer is not public and the exact
+count needs the API (``messages.count_tokens``), which a judge run does not spend a call on."""
+
+
+def cache_note(rubric: Rubric, model: str) -> str | None:
+    """Why prompt caching cannot take effect for ``rubric`` on ``model`` (prefix too short), or None."""
+    match = [p for p in MIN_CACHEABLE_TOKENS if model.startswith(p)]
+    if not match:
+        return None
+    need = MIN_CACHEABLE_TOKENS[max(match, key=len)]
+    have = round(len(rubric.instructions()) / CHARS_PER_TOKEN)
+    if have >= need:
+        return None
+    return (f"prompt caching cannot take effect for rubric {rubric.name!r} on {model}: its instructions are about "
+            f"{have} tokens, below the {need} the API caches; every call pays the full prefix. Add calibrated "
+            f"[[examples]] (question, answer, rating) to the rubric to lengthen it (about {need - have} tokens more), "
+            "which also steadies the judge.")
+
 
 PROMPT_FORMAT = "phasebayes-judge-v1"
 """Version of the prompt layout (system = rubric instructions, user = delimited question/answer)."""
@@ -268,6 +297,10 @@ class ClaudeJudge(Judge):
         cache: Any = None,
     ) -> list[Judgement]:
         """Judge ``items`` concurrently (or by batch); ``on_result(i, j)`` fires as each one finishes."""
+        note = cache_note(rubric, self.model) if items else None
+        if note is not None and (rubric.version, self.model) not in _CACHE_NOTED:
+            _CACHE_NOTED.add((rubric.version, self.model))
+            warnings.warn(note, stacklevel=2)
         if self.mode == "batch":
             from .batches import run_batches
 
@@ -306,6 +339,9 @@ class ClaudeJudge(Judge):
         from .run import run_coroutine
 
         return run_coroutine(self.ajudge_items(rubric, items, progress=progress))
+
+
+_CACHE_NOTED: set[tuple[str, str]] = set()  # (rubric version, model): warned once per process
 
 
 def _retry_after(err: Any) -> float | None:

@@ -87,6 +87,11 @@ class Rubric:
         ``"judge"`` (scored by a judge model) or ``"metric"`` (an exact function of the response).
     parameters
         Values substituted into the text (e.g. ``{"domain": "medical advice"}``).
+    examples
+        Calibrated worked examples ``(question, answer, rating)`` shown to the judge after the anchors
+        (``[[examples]]`` in TOML; ``rating`` a number on the scale or one of the ``answers`` labels).
+        They steady the judge's use of the scale and lengthen the cached prompt prefix, which prompt
+        caching needs (:data:`phasebayes.judge.claude.MIN_CACHEABLE_TOKENS`).
     source
         File the rubric came from (not part of the version).
     """
@@ -101,6 +106,7 @@ class Rubric:
     answers: tuple[tuple[str, str, str], ...] = ()
     kind: str = "judge"
     parameters: tuple[tuple[str, str], ...] = ()
+    examples: tuple[tuple[str, str, str], ...] = ()
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +127,15 @@ class Rubric:
         for value, _ in self.anchors:
             if self.kind == "judge" and not (self.scale_min <= value <= self.scale_max):
                 raise ConfigError(f"rubric {self.name!r}: anchor {value} lies outside the scale {self.scale_min}..{self.scale_max}.")
+        labels = {label for label, _, _ in self.answers}
+        for _, _, rating in self.examples:
+            try:
+                ok = self.scale_min <= float(rating) <= self.scale_max
+            except ValueError:
+                ok = rating in labels
+            if not ok:
+                raise ConfigError(f"rubric {self.name!r}: example rating {rating!r} is neither a number on the scale "
+                                  f"{_fmt(self.scale_min)}..{_fmt(self.scale_max)} nor one of the answers {sorted(labels)}.")
 
     # ------------------------------------------------------------------ identity
     def content(self) -> dict[str, Any]:
@@ -135,6 +150,8 @@ class Rubric:
             "answers": [list(a) for a in self.answers],
             "kind": self.kind,
             "parameters": [list(p) for p in self.parameters],
+            # only when present, so that rubrics without examples keep their versions (and cached judgements)
+            **({"examples": [list(e) for e in self.examples]} if self.examples else {}),
         }
 
     @property
@@ -164,6 +181,11 @@ class Rubric:
         ]
         lines += [f"- {_fmt(v)}: {t}" for v, t in self.anchors]
         lines.append("Intermediate values are allowed.")
+        if self.examples:
+            lines += ["", "Calibrated examples: answers that people have already rated on this scale. Use them to "
+                      "place your ratings; they are examples, not the answer you are asked to rate."]
+            for i, (question, answer, rating) in enumerate(self.examples, 1):
+                lines += ["", f"Example {i}:", delimit(question, answer), f"Rating: {rating}"]
         if self.answers:
             lines += ["", "Instead of a number you may reply with exactly one of these words when it applies:"]
             lines += [f"- {label}: {meaning}" for label, _, meaning in self.answers]
@@ -219,6 +241,14 @@ class Rubric:
             if isinstance(spec, str):
                 spec = {"meaning": spec}
             answers.append((str(label).upper(), str(spec.get("status", "not_applicable")), sub(spec.get("meaning", label))))
+        examples = []
+        for i, ex in enumerate(data.get("examples", []) or []):
+            if not isinstance(ex, Mapping) or not {"question", "answer", "rating"} <= set(ex):
+                raise ConfigError(f"rubric{where}: examples[{i}] needs question, answer and rating "
+                                  "([[examples]] tables with those three keys).")
+            rating = ex["rating"]
+            examples.append((sub(ex["question"]).strip(), sub(ex["answer"]).strip(),
+                             _fmt(float(rating)) if isinstance(rating, (int, float)) else str(rating).upper()))
         name = sub(data["name"])
         if params and "{" not in str(data["name"]):
             name = f"{name}_{_slug('_'.join(values[k] for k in sorted(values)))}"
@@ -231,6 +261,7 @@ class Rubric:
             scale_max=hi,
             anchors=anchors,
             answers=tuple(answers),
+            examples=tuple(examples),
             kind=str(data.get("kind", "judge")),
             parameters=tuple(sorted(values.items())),
             source=source,
@@ -260,6 +291,8 @@ class Rubric:
         out += [f"{q(_fmt(v))} = {q(t)}" for v, t in self.anchors]
         for label, status, meaning in self.answers:
             out += ["", f"[answers.{label}]", f"status = {q(status)}", f"meaning = {q(meaning)}"]
+        for question, answer, rating in self.examples:
+            out += ["", "[[examples]]", f"question = {q(question)}", f"answer = {q(answer)}", f"rating = {q(rating)}"]
         return "\n".join(out) + "\n"
 
     @classmethod

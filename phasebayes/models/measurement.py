@@ -240,6 +240,7 @@ def simulate_judged_run(
     answer_concentration: float = 200.0,
     judge_concentration: float = 30.0,
     rater_sd: float = 5.0,
+    rater_concentration: float | None = None,
     score_decimals: int | None = 1,
     seed: int = 0,
 ):
@@ -251,7 +252,8 @@ def simulate_judged_run(
     ``j ~ Beta(g(h) · φ, (1 − g(h)) · φ)`` with ``g`` the ``link`` calibration (offset, slope drawn from
     the given ranges; ``φ = judge_concentration``); a person rates ``n_rated`` answers (spread evenly
     over steps, random prompts and samples) as ``h`` + Normal(0, ``rater_sd``), clipped to 0–100.
-    Judge scores are rounded to ``score_decimals`` decimals on the 0–100 scale (None: not rounded).
+    With ``rater_concentration`` the rating is ``100 · Beta(h · c, (1 − h) · c)`` instead (``c`` = that
+    concentration; the noise the measurement model assumes). Judge scores are rounded to ``score_decimals`` decimals on the 0–100 scale (None: not rounded).
 
     Returns ``(ds, ratings, truth)``: the run dataset (judge scores), a ratings table for
     :class:`JudgeMeasurement` and a DataFrame per order parameter with the human-scale ``tau``,
@@ -294,7 +296,10 @@ def simulate_judged_run(
             cells = rng.choice(n_prompts * n_samples, size=min(per_step[t], n_prompts * n_samples), replace=False)
             for c in cells:
                 p, s = divmod(int(c), n_samples)
-                v = float(np.clip(100 * h[t, p, s] + rng.normal(0, rater_sd), 0, 100))
+                if rater_concentration is None:
+                    v = float(np.clip(100 * h[t, p, s] + rng.normal(0, rater_sd), 0, 100))
+                else:  # the noise the model assumes: Beta around the answer's human-scale value
+                    v = 100 * float(rng.beta(h[t, p, s] * rater_concentration, (1 - h[t, p, s]) * rater_concentration))
                 ratings.append((op, int(steps[t]), f"p{p}", s, round(v)))
         # judge-scale midpoint: where the expected judge score E[g(h)] is halfway between its two plateaus
         q = (np.arange(200) + 0.5) / 200
