@@ -404,7 +404,8 @@ def add_where_total_change_peaks(sampler: CheckpointSampler, asked: list[tuple[i
     prompts, history = list(sampler.prompts), []
     while answers >= 2 * len(prompts) * n:
         ds = sampler.dataset(asked, logp=sampler.log_probs(asked, folder))
-        d = dissimilarity(ds, window=1, total="likelihood", on_missing="drop", order_parameters=[])
+        only_total = ds.drop_vars([v for v in ("score", "score_status") if v in ds])  # the order parameters play no part
+        d = dissimilarity(only_total, window=1, total="likelihood", on_missing="drop", order_parameters=[])
         upper = np.nan_to_num(d.data["d_total"].values + 2 * d.data["d_total_se"].values, nan=-np.inf)
         b = int(np.argmax(upper))
         pair = [int(ds["step"].values[b]), int(ds["step"].values[b + 1])]
