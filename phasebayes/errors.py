@@ -44,5 +44,9 @@ class DPIViolationWarning(UserWarning):
     estimators or the data are inconsistent (e.g. ``logp`` not at the sampling temperature)."""
 
 
+class JudgeCostWarning(UserWarning):
+    """A judge setting costs more than it has to (e.g. a rubric prefix too short for prompt caching)."""
+
+
 class TrainingLogWarning(UserWarning):
     """The training log and the checkpoints disagree (steps beyond the last checkpoint, missing signals)."""

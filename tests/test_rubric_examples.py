@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from phasebayes.errors import ConfigError
+from phasebayes.errors import ConfigError, JudgeCostWarning
 from phasebayes.judge import ClaudeJudge, JudgeItem, judge_texts, load_rubric
 from phasebayes.judge.claude import CHARS_PER_TOKEN, MIN_CACHEABLE_TOKENS, cache_note
 from phasebayes.judge.rubric import Rubric, delimit
@@ -86,7 +86,7 @@ def test_claude_judge_sends_the_examples_in_the_cached_prefix_and_warns_once(tmp
     with AnthropicStub(responder=responder) as stub:
         judge = ClaudeJudge(base_url=stub.base_url, sdk_max_retries=0, timeout=5.0, max_concurrency=2)
         items = [JudgeItem(f"prompt {i}", f"response {i}", 0) for i in range(3)]
-        with pytest.warns(UserWarning, match="prompt caching cannot take effect for rubric 'alignment_cal'"):
+        with pytest.warns(JudgeCostWarning, match="prompt caching cannot take effect for rubric 'alignment_cal'"):
             got = judge_texts(judge, cal, items, cache=tmp_path / "c.sqlite")
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # the second run of the same rubric does not warn again

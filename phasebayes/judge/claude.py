@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, JudgeCostWarning
 from .base import Judge, Judgement, JudgeItem, parse_answer
 from .rubric import Rubric, delimit
 from .usage import add_usage, message_usage
@@ -300,7 +300,7 @@ class ClaudeJudge(Judge):
         note = cache_note(rubric, self.model) if items else None
         if note is not None and (rubric.version, self.model) not in _CACHE_NOTED:
             _CACHE_NOTED.add((rubric.version, self.model))
-            warnings.warn(note, stacklevel=2)
+            warnings.warn(note, JudgeCostWarning, stacklevel=1)  # a coroutine: the caller's frame is the event loop
         if self.mode == "batch":
             from .batches import run_batches
 
