@@ -60,7 +60,7 @@ def fixed_design(sampler, steps) -> dict[str, tuple[float, float]]:
     return {op: interval(working_posterior(grid, table, op).tau_draws) for op in OPS}
 
 
-def replicate(regime: dict, r: int) -> dict:
+def replicate(regime: dict, r: int, per_round: int | None = None, answers: int | None = None) -> dict:
     tau = dict(zip(OPS, np.random.default_rng(500 + r).uniform(250, 950, len(OPS))))
     make = lambda: pb.SimulatedSampler(tau, PROMPTS, seed=r, **regime)  # noqa: E731
     full = fixed_design(make(), STEPS)
@@ -68,14 +68,15 @@ def replicate(regime: dict, r: int) -> dict:
     target = max(hi - lo for lo, hi in full.values())
     sim = make()
     warnings.simplefilter("ignore", pb.DiagnosticsWarning)
+    shape = {k: v for k, v in (("checkpoints_per_round", per_round), ("answers_per_prompt", answers)) if v is not None}
     ds, at_target = pb.evaluate_adaptively(sim, STEPS, PROMPTS, budget=len(STEPS) * len(PROMPTS) * ANSWERS,
-                                           target_width=target, final_fit=False, progress=False, seed=r)
+                                           target_width=target, final_fit=False, progress=False, seed=r, **shape)
     t_table = at_target.transition_steps()
     stop = json.loads(ds.attrs["adaptive_design"])[-1].get("stop", "")
     same_width = {"answers": int(ds.attrs["adaptive_answers"]), "reached": stop == "target width reached",
                   "floor": stop.startswith("target width below the floor")}
     _, res = pb.evaluate_adaptively(make(), STEPS, PROMPTS, budget=len(STEPS) * len(PROMPTS) * ANSWERS // 3,
-                                    final_fit=False, progress=False, seed=r)
+                                    final_fit=False, progress=False, seed=r, **shape)
     table = res.transition_steps()
     adaptive = {op: (float(table.loc[op, "lower"]), float(table.loc[op, "upper"])) for op in OPS}
     cover = lambda iv: [iv[op][0] <= tau[op] <= iv[op][1] for op in OPS]  # noqa: E731
@@ -90,6 +91,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--regimes", default="sharp,smooth,apart")
+    ap.add_argument("--checkpoints-per-round", type=int, default=None, help="default: evaluate_adaptively's")
+    ap.add_argument("--answers-per-prompt", type=int, default=None, help="per round; default: evaluate_adaptively's")
     args = ap.parse_args()
     full_n = len(STEPS) * len(PROMPTS) * ANSWERS
     print(f"full grid: {len(STEPS)} checkpoints x {len(PROMPTS)} prompts x {ANSWERS} answers = {full_n} judged answers; "
@@ -100,7 +103,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.regimes.split(","):
         t0 = time.time()
-        out = [replicate(REGIMES[name], r) for r in range(args.reps)]
+        out = [replicate(REGIMES[name], r, args.checkpoints_per_round, args.answers_per_prompt) for r in range(args.reps)]
         answers = np.array([o["answers"] for o in out])
         cov = {k: np.mean(np.concatenate([o[k] for o in out]))
                for k in ("cover_full", "cover_third", "cover_adaptive", "cover_target")}
