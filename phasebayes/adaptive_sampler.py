@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .adaptive import Request
+from .adaptive import ANSWERS_PER_PROMPT, Request
 from .errors import ArgumentError, RunDataError
 from .storage import atomic_write_text
 
@@ -370,8 +370,10 @@ def generate_adaptively(checkpoints: str | os.PathLike, prompts: Sequence[dict[s
     history = json.loads(loop_ds.attrs["adaptive_design"])
     last, cost0 = history[-1], sampler.cost_usd
     asked = asked_batches(history, list(sampler.prompts))
+    if extra and not config.logp:
+        log("generate: decomposition_answers ignored: [generate] logp = false computes no total change to place them by")
     if extra and config.logp:
-        n = int(kw.get("answers_per_prompt", 4))
+        n = int(kw.get("answers_per_prompt", ANSWERS_PER_PROMPT))
         history += add_where_total_change_peaks(sampler, asked, extra, n, out / "adaptive_logp", len(history))
     logp = sampler.log_probs(asked, out / "adaptive_logp", progress=progress) if config.logp else None
     # cost: the loop's journal (earlier runs included) plus the decomposition rounds' fresh judgements
@@ -383,7 +385,8 @@ def generate_adaptively(checkpoints: str | os.PathLike, prompts: Sequence[dict[s
     log(f"generate: adaptive design asked {ds.attrs['adaptive_answers']} answers at {ds.sizes['step']} of "
         f"{len(sampler.steps)} checkpoints in {len(history)} rounds ({len(history) - 1 - last['round']} for the "
         f"decomposition); stop: {last.get('stop', 'budget spent')}; 94 % width of tau (grid posterior, steps): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in last["width94"].items()))
+        + ", ".join(f"{k} {v:.0f}" for k, v in last["width94"].items())
+        + (f"; judge cost ~US${ds.attrs['adaptive_cost_usd']:.2f}" if ds.attrs["adaptive_cost_usd"] else ""))
     save_run(ds, out / "run.nc", overwrite=True, require_scores=False)
     return ds
 
