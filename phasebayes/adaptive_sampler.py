@@ -30,6 +30,7 @@ import xarray as xr
 
 from .adaptive import ANSWERS_PER_PROMPT, Request
 from .errors import ArgumentError, RunDataError
+from .judge.run import rubrics_of
 from .storage import atomic_write_text
 
 
@@ -76,7 +77,7 @@ class CheckpointSampler:
         self.prompts = {str(p["id"]): p for p in prompts}
         if not self.prompts:
             raise ArgumentError("CheckpointSampler needs at least one prompt ({'id', 'text'}).")
-        self.judges = [(j, _rubrics_of(j, r)) for j, r in judges]
+        self.judges = [(j, rubrics_of(j, r)) for j, r in judges]
         names = [r.name for _, rs in self.judges for r in rs]
         if len(set(names)) != len(names):
             raise ArgumentError(f"two judges score an order parameter of the same name ({names}); give the rubrics distinct names.")
@@ -265,30 +266,14 @@ class CheckpointSampler:
                                              "the sampling temperature; NaN = not computed or not asked"})
         log = self.checkpoint_dir / "train_log.jsonl" if self.checkpoint_dir is not None else None
         if log is not None and log.exists():
-            from .readers.training_logs import TrainingLog, read_training_log, training_log_variables
+            from .llm.consolidate import merge_training_log
 
-            tl = read_training_log(log)
-            tl = tl if isinstance(tl, TrainingLog) else TrainingLog(tl)
-            ckpt_steps = [s for s in steps if s > 0] or steps
-            ds = ds.merge(training_log_variables(tl, checkpoint_steps=ckpt_steps, rename=list(ds.variables)),
-                          combine_attrs="drop_conflicts")
+            ds = merge_training_log(ds, log)
         ds.attrs.update({"stage": "generate", "generation_strategy": "adaptive", "base_model": str(self.base_model),
                          "temperature": float(self.cfg.temperature), "seed": int(self.cfg.seed),
                          "checkpoint_kind": next((c.kind for c in self.checkpoints if c.kind != "base"), "base"),
                          **(attrs or {})})
         return ds
-
-
-def _rubrics_of(judge: Any, rubrics: Sequence[Any] | None) -> list[Any]:
-    """The rubrics a judge scores: the given ones, else the judge's own, else the default rubrics."""
-    if rubrics:
-        return list(rubrics)
-    own = judge.rubrics()
-    if own is not None:
-        return list(own)
-    from .judge.rubric import default_rubrics
-
-    return list(default_rubrics())
 
 
 def _read_answers(path: Path | None) -> dict[tuple[int, str, int], dict]:
@@ -346,7 +331,7 @@ def generate_adaptively(checkpoints: str | os.PathLike, prompts: Sequence[dict[s
 
     settings_used = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RESUME_FREE}
     fingerprint = json.dumps({"config": settings_used, "prompts": [[p["id"], p["text"]] for p in prompts],
-                              "judges": [[j.judge_id, [r.name for r in _rubrics_of(j, r)]] for j, r in judges],
+                              "judges": [[j.judge_id, [r.name for r in rubrics_of(j, r)]] for j, r in judges],
                               "checkpoints": str(Path(checkpoints).resolve()),
                               "base_model": str(Path(base_model).resolve()) if base_model and Path(base_model).exists() else base_model}, sort_keys=True, default=str)
     man = out / "adaptive_manifest.json"

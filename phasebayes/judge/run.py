@@ -47,7 +47,7 @@ from .cache import JudgeCache, cache_key
 from .rubric import Rubric
 from .usage import JudgeUsage
 
-__all__ = ["judge_run", "judge_texts", "run_coroutine", "open_cache"]
+__all__ = ["judge_run", "judge_texts", "run_coroutine", "open_cache", "rubrics_of"]
 
 T = TypeVar("T")
 _BLOCK_ITEMS = 50_000  # texts judged per block of checkpoints (bounds the memory of a large run)
@@ -148,6 +148,20 @@ def judge_texts(
             store.close()
 
 
+def rubrics_of(judge: Judge, rubrics: Sequence[Rubric] | Rubric | None = None) -> list[Rubric]:
+    """The rubrics ``judge`` scores: the given ones, else the judge's own (metric judges), else the defaults."""
+    if isinstance(rubrics, Rubric):
+        return [rubrics]
+    if rubrics:
+        return list(rubrics)
+    own = judge.rubrics()
+    if own is not None:
+        return list(own)
+    from .rubric import default_rubrics
+
+    return list(default_rubrics())
+
+
 def _prompt_texts(ds: xr.Dataset) -> list[str]:
     if not has_texts(ds):
         raise RunDataError("the run dataset has no 'response' variable; generate responses first "
@@ -201,15 +215,7 @@ def judge_run(
     if judge is None:
         raise ConfigError("judge_run needs a judge, e.g. ClaudeJudge(), LocalLMJudge(...), MetricJudge('length_tokens').")
     validate(ds, require_scores=False)
-    if rubrics is None:
-        rubrics = judge.rubrics()
-        if rubrics is None:
-            from .rubric import default_rubrics
-
-            rubrics = default_rubrics()
-    if isinstance(rubrics, Rubric):
-        rubrics = [rubrics]
-    rubrics = list(rubrics)
+    rubrics = rubrics_of(judge, rubrics)
     names = [r.name for r in rubrics]
     if len(set(names)) != len(names):
         raise ConfigError(f"rubric names must be unique; got {names}.")

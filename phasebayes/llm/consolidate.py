@@ -156,16 +156,7 @@ def consolidate(
     ds["n_tokens"].attrs["description"] = "response length in tokens, without the final EOS token"
     ds["token_ids"].attrs["description"] = "generated token ids including the final EOS (stop_reason 'eos'); -1 = padding"
     if training_log is not None:
-        from ..readers.training_logs import TrainingLog, training_log_variables
-        from ..readers.training_logs import read_training_log as read_any_log
-
-        log = read_any_log(training_log) if isinstance(training_log, (str, os.PathLike)) else training_log
-        if not isinstance(log, TrainingLog):
-            log = TrainingLog(log)
-        log.train = log.train.drop(columns=[c for c in ("seconds",) if c in log.train.columns])
-        ckpt_steps = [s for s in steps if s > 0] or steps
-        ds = ds.merge(training_log_variables(log, checkpoint_steps=ckpt_steps, rename=list(ds.variables)),
-                      combine_attrs="drop_conflicts")
+        ds = merge_training_log(ds, training_log)
     ds.attrs.update(
         {
             "phasebayes_version": __version__,
@@ -180,3 +171,18 @@ def consolidate(
     if save:
         save_run(ds, out / RUN_FILE, overwrite=True, require_scores=False)
     return ds
+
+
+def merge_training_log(ds: xr.Dataset, training_log: Any) -> xr.Dataset:
+    """``ds`` with the training log (a path any reader knows, a table or a ``TrainingLog``) as ``train_step``
+    variables, aligned to the checkpoint steps of ``ds`` (step 0, the base model, excluded when others exist)."""
+    from ..readers.training_logs import TrainingLog, read_training_log, training_log_variables
+
+    log = read_training_log(training_log) if isinstance(training_log, (str, os.PathLike)) else training_log
+    if not isinstance(log, TrainingLog):
+        log = TrainingLog(log)
+    log.train = log.train.drop(columns=[c for c in ("seconds",) if c in log.train.columns])
+    steps = [int(s) for s in ds["step"].values]
+    ckpt_steps = [s for s in steps if s > 0] or steps
+    return ds.merge(training_log_variables(log, checkpoint_steps=ckpt_steps, rename=list(ds.variables)),
+                    combine_attrs="drop_conflicts")
