@@ -74,3 +74,49 @@ def test_zero_inflated_binomial_in_a_multi_run_model_with_other_families():
     model = m.build()
     assert "zero_inflation" in model.named_vars and "dispersion" in model.named_vars
     assert np.isfinite(model.compile_logp()(model.initial_point()))
+
+
+def test_beta_scores_at_the_bounds_enter_as_their_rounding_interval():
+    """0-100 scores with some exactly 0 or 100: interior scores by their Beta density, a score at a bound
+    by the probability of the half rounding step next to it (scipy's cdf / sf), numpy and PyTensor."""
+    import pytensor.tensor as pt
+
+    rng = np.random.default_rng(5)
+    K, T, P, N = 2, 3, 2, 30
+    y = np.round(100 * rng.beta(0.5, 0.5, (K, T, P, N)))  # many scores at 0 and 100
+    y[0, 0, 0, :5] = np.nan
+    fam = get_family("beta")
+    obs = fam.prepare(y, (0.0, 100.0))
+    st = sufficient_statistics("beta", obs)
+    assert np.allclose(st.bound_width, 0.005)  # integer scores: 100 stands for 99.5-100
+    assert np.array_equal(st.n_observed, np.isfinite(y).sum(-1))
+    mu, phi = rng.uniform(0.2, 0.8, (K, T, P)), np.array([2.0, 7.0])[:, None, None]
+    a, b = (mu * phi)[..., None], ((1 - mu) * phi)[..., None]
+    per_obs = np.where(obs <= 0, stats.beta.logcdf(0.005, a, b),
+                       np.where(obs >= 1, stats.beta.logsf(0.995, a, b), stats.beta.logpdf(np.clip(obs, 1e-9, 1 - 1e-9), a, b)))
+    want = np.where(np.isfinite(obs), per_obs, 0.0).sum(-1)
+    np.testing.assert_allclose(fam.loglik(st, mu, phi, NUMPY_MATH), want, rtol=1e-9)
+    np.testing.assert_allclose(fam.loglik(st, pt.as_tensor(mu), pt.as_tensor(phi), pytensor_math()).eval(), want, rtol=1e-9)
+    # no score at a bound: nothing extra is stored, the reported mean maps straight back to score units
+    inner = sufficient_statistics("beta", fam.prepare(np.full((1, 1, 1, 3), 50.0), (0.0, 100.0)))
+    assert inner.bound_width is None and fam.to_score(0.25, 0.0, 100.0, 3) == 25.0
+
+
+def test_beta_fit_near_a_saturated_level_is_unbiased():
+    """A judge level at 0.975 (concentration 30), scores rounded to 0.1 points (4 % of them exactly 100):
+    the maximum-likelihood mean and concentration come out right. Squeezing every score into (0, 1) by
+    (y (N - 1) + 1/2) / N gave a logit error of -0.06 and a concentration of 37 here."""
+    from scipy import optimize, special
+
+    rng = np.random.default_rng(0)
+    y = np.round(100 * rng.beta(0.975 * 30, 0.025 * 30, (1, 1, 1, 20000)), 1)
+    assert 0.02 < np.mean(y == 100) < 0.08
+    fam = get_family("beta")
+    st = sufficient_statistics("beta", fam.prepare(y, (0.0, 100.0)))
+
+    def nll(p):
+        return -float(fam.loglik(st, np.array([[[special.expit(p[0])]]]), np.array([[[np.exp(p[1])]]]), NUMPY_MATH).sum())
+
+    fit = optimize.minimize(nll, [2.0, np.log(10.0)], method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-6})
+    assert abs(fit.x[0] - special.logit(0.975)) < 0.025, fit.x
+    assert abs(np.exp(fit.x[1]) / 30 - 1) < 0.08, np.exp(fit.x[1])

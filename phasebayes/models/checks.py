@@ -37,7 +37,7 @@ class _ModelChecks:
         mu = m.mean_curves(sub, tau_index=sub.get("tau_index"))
         reps = np.empty_like(mu)
         for fam, ix in m.groups.items():
-            n = m.stats[fam].n[None]  # (1,k,T,P)
+            n = m.stats[fam].n_observed[None]  # (1,k,T,P)
             if get_family(fam).has_cut_points:  # category counts per cell from the fitted mixture probabilities
                 def draw(probs, counts):
                     cnt = rng.multinomial(counts.sum(-1).astype(int)[None], np.clip(probs, 0, None) /

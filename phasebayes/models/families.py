@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelSpecError
-from .family_base import EPS, NUMPY_MATH, CellStats, Family, pytensor_math, squeeze_unit  # noqa: F401  (re-exported)
+from .family_base import EPS, NUMPY_MATH, CellStats, Family, half_resolution, pytensor_math  # noqa: F401  (re-exported)
 from .family_kinds import Beta, Binomial, NegativeBinomial, Normal, Ordinal, Poisson
 from .zero_inflated import ZeroInflatedBinomial
 

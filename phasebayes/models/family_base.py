@@ -14,7 +14,7 @@ levels and their priors live. ``docs/changepoint-models.md`` explains how to add
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,14 +25,23 @@ from ..errors import ModelSpecError
 EPS = 1e-9
 """Probabilities are clipped into (EPS, 1 − EPS) before they enter a log-likelihood."""
 
-NUMPY_MATH = SimpleNamespace(log=np.log, log1p=np.log1p, exp=np.exp, gammaln=special.gammaln, sqrt=np.sqrt, pi=np.pi)
+def _inc_at(x: np.ndarray, idx: np.ndarray, v) -> np.ndarray:
+    """``x`` with ``v`` added at positions ``idx`` of its last axis (a copy)."""
+    x = np.array(x, dtype=float)
+    x[..., idx] += v
+    return x
+
+
+NUMPY_MATH = SimpleNamespace(log=np.log, log1p=np.log1p, exp=np.exp, gammaln=special.gammaln, sqrt=np.sqrt, pi=np.pi,
+                             betainc=special.betainc, inc_at=_inc_at)
 
 
 def pytensor_math() -> SimpleNamespace:
     """The same math namespace on PyTensor (imported lazily)."""
     import pytensor.tensor as pt
 
-    return SimpleNamespace(log=pt.log, log1p=pt.log1p, exp=pt.exp, gammaln=pt.gammaln, sqrt=pt.sqrt, pi=np.pi)
+    return SimpleNamespace(log=pt.log, log1p=pt.log1p, exp=pt.exp, gammaln=pt.gammaln, sqrt=pt.sqrt, pi=np.pi,
+                           betainc=pt.betainc, inc_at=lambda x, idx, v: pt.inc_subtensor(x[..., idx], v))
 
 
 @dataclass
@@ -45,7 +54,9 @@ class CellStats:
     observed counts and their multiplicities, shapes ``(K, V)`` (padded with zero counts).
     ``n_categories``, ``(K,)``: the number of possible values per order parameter of a bounded
     integer family (ordinal categories; 0..n trials of a binomial count); for ``ordinal``, ``counts``
-    holds the number of scores in each category, ``(K, T, P, C)``.
+    holds the number of scores in each category, ``(K, T, P, C)``. For ``beta``, ``at_lower``/``at_upper``
+    count the scores exactly at the bounds per cell, ``(K, T, P)``, which enter as rounded (censored)
+    observations within ``bound_width`` of the bound, ``(K,)`` on the unit scale (None: no score at a bound).
     """
 
     n: np.ndarray
@@ -56,12 +67,31 @@ class CellStats:
     value_counts: np.ndarray | None = None
     counts: np.ndarray | None = None
     n_categories: np.ndarray | None = None
+    at_lower: np.ndarray | None = None
+    at_upper: np.ndarray | None = None
+    bound_width: np.ndarray | None = None
+
+    @property
+    def n_observed(self) -> np.ndarray:
+        """Scores per cell, ``(K, T, P)``, including those at a bound (``n`` counts only the others for beta)."""
+        return self.n if self.at_lower is None else self.n + self.at_lower + self.at_upper
+
+    def take(self, index) -> "CellStats":
+        """The statistics of the order parameters ``index`` (an index into the first axis of every array)."""
+        return CellStats(**{f.name: (None if (v := getattr(self, f.name)) is None else np.asarray(v)[index])
+                            for f in fields(self)})
 
 
-def squeeze_unit(x: np.ndarray, n_total: int) -> np.ndarray:
-    """Map [0, 1] into (0, 1): ``(x (N − 1) + 1/2) / N`` (Smithson & Verkuilen 2006), N = observations."""
-    n_total = max(int(n_total), 2)
-    return (x * (n_total - 1) + 0.5) / n_total
+def half_resolution(x: np.ndarray) -> float:
+    """Half the smallest gap between distinct finite values of ``x`` (unit scale), in [1e-6, 0.25].
+
+    A score recorded exactly at a bound of a rounded scale stands for the interval from the bound to half
+    a rounding step inside it (a 0–100 integer score of 100 stands for 99.5–100): the width of that interval.
+    """
+    v = np.unique(np.round(x[np.isfinite(x)], 9))
+    gap = np.diff(v)
+    gap = gap[gap > 0]
+    return float(np.clip(gap.min() / 2 if gap.size else 0.25, 1e-6, 0.25))
 
 
 _LINKS = {  # name: (mean -> linear predictor (numpy), linear predictor -> mean (numpy), inverse on PyTensor)

@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ..errors import ModelSpecError
-from .families import NUMPY_MATH, CellStats, cell_loglik, get_family, squeeze_unit, sufficient_statistics
+from .families import NUMPY_MATH, CellStats, cell_loglik, get_family, sufficient_statistics
 
 __all__ = ["JudgeMeasurement", "simulate_judged_run"]
 
@@ -149,10 +149,7 @@ class BoundMeasurement:
         obs = np.full((K, T, P, n_max), np.nan)
         for (k, t, p), vals in cells.items():
             obs[k, t, p, : len(vals)] = vals
-        for k in self.k_index:
-            fin = np.isfinite(obs[k])
-            obs[k] = np.where(fin, squeeze_unit(np.nan_to_num(obs[k]), int(fin.sum())), np.nan)
-        self.obs = obs  # (K, T, P, N): human ratings on the unit scale, squeezed into (0, 1)
+        self.obs = obs  # (K, T, P, N): human ratings on the unit scale (ratings at 0 or 1: see Beta.statistics)
         self.stats: CellStats = sufficient_statistics("beta", obs)
         self.n_ratings = {o: int(np.isfinite(obs[k]).sum()) for o, k in zip(rated, self.k_index)}
 
@@ -203,7 +200,7 @@ class BoundMeasurement:
         T = self.obs.shape[1]
         full = mu + pt.zeros((1, T, 1))  # (k,T,P) also for the no-transition model
         m_rated = pt.clip(full[[list(ix).index(k) for k in self.k_index]], _EPS, 1 - _EPS)
-        st = CellStats(*(x[self.k_index] for x in (self.stats.n, self.stats.s1, self.stats.s2, self.stats.const)))
+        st = self.stats.take(self.k_index)
         pm.Potential("human_ratings", pt.sum(cell_loglik("beta", st, m_rated, phi_h[:, None, None], pytensor_math())))
         A, B = self._group_params(a, b, ix, pt)
         return self._g(pt.clip(mu, _EPS, 1 - _EPS), A[:, None, None], B[:, None, None], pt)
@@ -223,7 +220,7 @@ class BoundMeasurement:
     def human_loglik(self, post: dict[str, np.ndarray], mu_all: np.ndarray) -> np.ndarray:
         """Log-likelihood of the human ratings per draw and rated cell: (D, rated, T, P)."""
         m = np.clip(mu_all[:, self.k_index], _EPS, 1 - _EPS)
-        st = CellStats(*(x[self.k_index] for x in (self.stats.n, self.stats.s1, self.stats.s2, self.stats.const)))
+        st = self.stats.take(self.k_index)
         return cell_loglik("beta", st, m, post["human_concentration"][:, :, None, None], NUMPY_MATH)
 
 
