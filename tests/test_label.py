@@ -91,6 +91,9 @@ def _keys(obj):
 
 
 def _assert_blind(text: str, ds):
+    # random tokens (16-hex item ids, the page's script nonce) may contain any digits: not what is checked
+    text = re.sub(r"(?<![0-9A-Za-z])[0-9a-f]{16}(?![0-9A-Za-z])", "", text)
+    text = re.sub(r"nonce(-|=\")[A-Za-z0-9_-]+", "nonce", text)
     low = text.lower()
     for word in ("step", "checkpoint", "score", "sample"):
         assert word not in low, word
